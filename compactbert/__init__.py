@@ -1,0 +1,19 @@
+"""compactbert: BORT, MobileBERT and DistilBERT in pure PyTorch, on one shared encoder core."""
+
+from .config import AutoConfig, BaseConfig, BertConfig, BortConfig, DistilBertConfig, MobileBertConfig
+from .errors import (
+    CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
+)
+from .hub import list_checkpoints
+from .modeling import (
+    AutoModel, AutoModelForMaskedLM, EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "BaseConfig", "BertConfig", "BortConfig",
+    "CheckpointError", "CompactBertError", "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput",
+    "ForMaskedLM", "InputError", "MaskedLMOutput", "MobileBertConfig", "PreTrainedModel", "UnknownModelError",
+    "UnsafeCheckpointError", "list_checkpoints", "__version__",
+]

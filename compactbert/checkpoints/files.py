@@ -1,0 +1,140 @@
+"""Reading and writing weight files: safetensors first, pickles only through weights_only=True.
+
+No code from a checkpoint is ever executed. Writes are atomic: files are staged next to the target
+and moved into place only once complete, so an interrupted save leaves the previous folder intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import CheckpointError, UnsafeCheckpointError
+from ..hub import find_file, is_local
+
+# First found wins, as in transformers.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def read_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a checkpoint and the name of the file they came from."""
+    for filename in WEIGHT_FILES:
+        path = find_file(name_or_path, filename, **hub_kwargs)
+        if path is None:
+            continue
+        if filename.endswith(".index.json"):
+            return _read_sharded(name_or_path, path, **hub_kwargs), filename
+        return read_weight_file(path), filename
+    where = f"the folder {name_or_path}" if is_local(name_or_path) else repr(str(name_or_path))
+    raise CheckpointError(
+        f"no weights found in {where}: expected one of {', '.join(WEIGHT_FILES)}. "
+        "Save a model there with save_pretrained, or check the path."
+    )
+
+
+def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of one .safetensors or .bin file; a CheckpointError naming the file if it is damaged."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    return _read_pickle(path)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({exc}); it is probably truncated or corrupt: "
+            "download it again (compactbert download NAME --force) or re-save the model"
+        ) from exc
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"{path} holds objects other than tensors (a pickle that would run code or import modules); "
+            "compactbert refused to load it. Use a safetensors file from a source you trust."
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch weight file ({exc}); it is probably truncated or corrupt: "
+            "download it again"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a flat mapping of names to tensors")
+    return state
+
+
+def _read_sharded(name_or_path: str | os.PathLike, index_path: Path, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index_path} is not a valid shard index (needs a 'weight_map' object)") from exc
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        if Path(shard).name != shard:
+            raise CheckpointError(f"{index_path} names shard {shard!r} outside the checkpoint folder")
+        shard_path = find_file(name_or_path, shard, **hub_kwargs)
+        if shard_path is None:
+            raise CheckpointError(f"shard {shard} listed in {index_path.name} is missing from {name_or_path}")
+        state.update(read_weight_file(shard_path))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index_path.name} lists tensors that no shard holds: {', '.join(missing[:5])}")
+    return state
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path], None]]) -> Path:
+    """Write files into `directory` atomically.
+
+    `writers` maps a file name to a function that writes that file at the path it is given. Every
+    file is written and flushed in a staging folder first; only then are they moved into place one
+    by one with os.replace (atomic per file). Files already in `directory` that are not rewritten
+    (a tokenizer, a README) are kept.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.saving-", dir=directory.parent))
+    try:
+        for filename, write in writers.items():
+            target = staging / filename
+            write(target)
+            with open(target, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if not directory.exists():
+            os.replace(staging, directory)
+            return directory
+        for filename in writers:
+            os.replace(staging / filename, directory / filename)
+        return directory
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

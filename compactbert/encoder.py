@@ -1,0 +1,104 @@
+"""The one encoder core shared by BERT/BORT, MobileBERT and DistilBERT."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import EncoderSpec
+from .errors import InputError
+from .layers import Embeddings, EncoderLayer, NoNorm, sinusoidal_table
+
+
+class Encoder(nn.Module):
+    """Embeddings followed by `spec.num_layers` layers; returns the last hidden state (B, T, H)."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embeddings = Embeddings(spec)
+        self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(spec.num_layers))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
+        x = self.embeddings(input_ids, token_type_ids, attention_mask)  # (B, T, H)
+        mask = additive_mask(attention_mask, x.dtype)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x
+
+    def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Validate shapes and id ranges; return the mask and token types to use."""
+        spec = self.spec
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise InputError(f"input_ids must be a 2-D tensor (batch, length), got {shape}")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise InputError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        b, t = input_ids.shape
+        if t == 0:
+            raise InputError("input_ids is empty (length 0): encode at least one token")
+        if t > spec.max_positions:
+            raise InputError(
+                f"input length {t} exceeds this model's limit of {spec.max_positions} positions; "
+                "truncate the input (tokenizer truncation=True, max_length=...)"
+            )
+        _check_range(input_ids, spec.vocab_size, "input_ids", "the vocabulary size")
+        if attention_mask is not None:
+            if tuple(attention_mask.shape) != (b, t):
+                raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {(b, t)}")
+            if bool((attention_mask != 0).all()):
+                attention_mask = None  # nothing to mask: take the unmasked (faster) attention path
+        if token_type_ids is not None:
+            if tuple(token_type_ids.shape) != (b, t):
+                raise InputError(f"token_type_ids has shape {tuple(token_type_ids.shape)}, input_ids {(b, t)}")
+            if spec.type_vocab_size == 0:
+                if bool(token_type_ids.any()):
+                    raise InputError(
+                        "this model has no token types (DistilBERT); token_type_ids must be all zero or omitted"
+                    )
+                token_type_ids = None
+            else:
+                _check_range(token_type_ids, spec.type_vocab_size, "token_type_ids", "type_vocab_size")
+        return attention_mask, token_type_ids
+
+    def init_weights(self) -> None:
+        """Fresh initialisation: normal(0, initializer_range) matrices, identity norms, zero padding row."""
+        std = self.spec.initializer_range
+        for module in self.modules():
+            init_module(module, std)
+        with torch.no_grad():
+            self.embeddings.word.weight[self.spec.pad_token_id].zero_()
+            if self.spec.sinusoidal_positions:
+                self.embeddings.position.weight.copy_(
+                    sinusoidal_table(self.spec.max_positions, self.spec.hidden_size))
+
+
+def init_module(module: nn.Module, std: float) -> None:
+    """Initialise one module's own parameters (not its children's)."""
+    with torch.no_grad():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.normal_(0.0, std)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        elif isinstance(module, (nn.LayerNorm, NoNorm)):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+
+def additive_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask with finfo.min at padding."""
+    if attention_mask is None:
+        return None
+    keep = attention_mask[:, None, None, :].to(torch.bool)
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
+
+
+def _check_range(ids: torch.Tensor, limit: int, name: str, what: str) -> None:
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= limit:
+        bad = high if high >= limit else low
+        raise InputError(f"{name} contains {bad}, outside [0, {limit}) ({what} {limit}); "
+                         "was the input encoded with this model's tokenizer?")

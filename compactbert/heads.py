@@ -1,0 +1,62 @@
+"""Heads that sit on the encoder: pooler and masked-LM (task heads join them here)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import get_activation
+
+
+class Pooler(nn.Module):
+    """Sentence vector from the first token: tanh(dense(h[:, 0])), or the raw vector (MobileBERT option)."""
+
+    def __init__(self, hidden_size: int, kind: str) -> None:
+        super().__init__()
+        if kind not in ("tanh", "first_token"):
+            raise ValueError(f"unknown pooler {kind!r}; choose 'tanh' or 'first_token'")
+        self.dense = nn.Linear(hidden_size, hidden_size) if kind == "tanh" else None
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        first = hidden[:, 0]  # (B, H)
+        return first if self.dense is None else torch.tanh(self.dense(first))
+
+
+class MaskedLMHead(nn.Module):
+    """transform -> act -> LayerNorm -> vocabulary logits, for all three families.
+
+    `decoder` (V, E) is the word-embedding matrix when tied, or its own parameter (BORT's file).
+    MobileBERT's hidden size exceeds its embedding size E; the remaining H - E features are
+    projected by `extra` (H - E, V), so logits = t[:, :E] @ decoder.T + t[:, E:] @ extra + bias.
+    """
+
+    def __init__(self, hidden_size: int, embedding_size: int, vocab_size: int, activation: str,
+                 eps: float) -> None:
+        super().__init__()
+        self.embedding_size = embedding_size
+        self.transform = nn.Linear(hidden_size, hidden_size)
+        self.act = get_activation(activation)
+        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.decoder = nn.Parameter(torch.empty(vocab_size, embedding_size))
+        self.extra = (nn.Parameter(torch.empty(hidden_size - embedding_size, vocab_size))
+                      if hidden_size > embedding_size else None)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        t = self.norm(self.act(self.transform(hidden)))  # (..., H)
+        if self.extra is None:
+            return F.linear(t, self.decoder, self.bias)  # (..., V)
+        e = self.embedding_size
+        return torch.addmm(self.bias, t[..., e:].reshape(-1, self.extra.shape[0]), self.extra).view(
+            *t.shape[:-1], -1) + F.linear(t[..., :e], self.decoder)
+
+
+def select_positions(hidden: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+    """hidden (B, T, H) at `positions`: a (B, T) bool mask -> (N, H); None -> unchanged."""
+    if positions is None:
+        return hidden
+    if positions.dtype != torch.bool or positions.shape != hidden.shape[:2]:
+        raise ValueError(f"positions must be a bool mask of shape {tuple(hidden.shape[:2])}, "
+                         f"got {positions.dtype} {tuple(positions.shape)}")
+    return hidden[positions]

@@ -1,0 +1,299 @@
+"""Models: the shared encoder plus a head, with loading from and saving to Hub-layout folders.
+
+There is one class per task, not per family: the family lives in the config (`model_type`), which
+chooses the encoder options and the checkpoint key table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import KEY_TABLES, LoadReport, hub_to_internal, internal_to_hub, place_weights, read_weights
+from .checkpoints.files import save_folder, write_json, write_safetensors
+from .config import AutoConfig, BaseConfig
+from .encoder import Encoder, init_module
+from .errors import ConfigError
+from .heads import MaskedLMHead, Pooler, select_positions
+from .hub import known_checkpoint, split_hub_kwargs
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # (B, T, H)
+    pooler_output: torch.Tensor | None = None  # (B, H); None for families without a pooler
+
+
+@dataclass
+class MaskedLMOutput:
+    logits: torch.Tensor  # (B, T, V), or (N, V) when `positions` selected N tokens
+    loss: torch.Tensor | None = None  # mean cross-entropy over labels != -100
+    last_hidden_state: torch.Tensor | None = None
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, file_dtype: torch.dtype | None = None) -> torch.dtype:
+    """The dtype to build the model in: float32 unless asked; 'auto' follows the weight file."""
+    if dtype is None:
+        return torch.float32
+    if dtype == "auto":
+        return file_dtype if file_dtype in _DTYPES.values() else torch.float32
+    if isinstance(dtype, str):
+        dtype = _DTYPES.get(dtype.replace("torch.", ""), dtype)  # type: ignore[arg-type]
+    if dtype not in _DTYPES.values():
+        raise ConfigError(f"dtype {dtype!r} is not supported; choose float32, bfloat16, float16 or 'auto'")
+    return dtype  # type: ignore[return-value]
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every compactbert model: config, encoder, weight init, Hub-layout I/O."""
+
+    task: ClassVar[str] = ""  # key of KeyTable.hub_classes
+    keeps_prefix: ClassVar[bool] = True  # head models store the encoder under "bert." etc.
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder_spec())
+        self.load_report: LoadReport | None = None
+
+    # ---------------------------------------------------------------- construction helpers
+    @property
+    def key_table(self):
+        return KEY_TABLES[self.config.model_type]
+
+    def post_init(self) -> None:
+        """Initialise all weights, then tie what the config ties."""
+        self.encoder.init_weights()
+        for name, module in self.named_children():
+            if name != "encoder":
+                for sub in module.modules():
+                    init_module(sub, self.config.initializer_range)
+        self._init_head_parameters()
+        self.tie_weights()
+
+    def _init_head_parameters(self) -> None:
+        """Raw nn.Parameters in heads (not inside a Linear) are initialised by their owner."""
+
+    def tie_weights(self) -> None:
+        """Share tied weights; models without tied weights do nothing."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def from_config(cls, config: BaseConfig, dtype: torch.dtype | str | None = None) -> "PreTrainedModel":
+        """A randomly initialised model."""
+        model = cls(config)
+        model.post_init()
+        model.eval()
+        return model.to(resolve_dtype(dtype))
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None,
+                        config: BaseConfig | None = None, strict: bool = True, **kwargs: Any) -> "PreTrainedModel":
+        """Load a local Hub-layout folder or a Hub repository (id or alias).
+
+        dtype: None -> float32 whatever the file stores; a torch dtype or name; "auto" -> the file's.
+        strict: missing encoder weights are an error (True) or randomly initialised (False).
+        Other keyword arguments: Hub options (revision, cache_dir, local_files_only, token) and
+        config fields to override (e.g. num_labels in task heads).
+        """
+        hub_kwargs, overrides = split_hub_kwargs(kwargs)
+        if config is None:
+            config = AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
+        config = cls._apply_overrides(config, overrides)
+        state, filename = read_weights(name_or_path, **hub_kwargs)
+        file_dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
+        target = resolve_dtype(dtype, file_dtype)
+        _refuse_unsafe_dtype(config, target)
+
+        model = cls(config)
+        model.post_init()
+        report = LoadReport(source=f"{name_or_path}/{filename}")
+        internal, origin = hub_to_internal(state, model.key_table, report)
+        place_weights(model, internal, origin, model.key_table, report, strict=strict)
+        if file_dtype is not None and file_dtype != target and file_dtype.is_floating_point:
+            report.notes.append(f"weights stored as {file_dtype} were converted to {target}")
+        if not _decoder_tied(model):
+            model.config.tie_word_embeddings = False
+        model.load_report = report
+        message = report.message()
+        if report.new_head or report.unexpected:
+            logger.warning(message)
+        elif message:
+            logger.info(message)
+        entry = known_checkpoint(str(name_or_path))
+        if entry is not None and entry.untrained_mlm_head and isinstance(model, ForMaskedLM):
+            _warn_once(f"{entry.repo_id}: {entry.note}")
+        model.eval()
+        return model.to(target)
+
+    @classmethod
+    def _apply_overrides(cls, config: BaseConfig, overrides: dict[str, Any]) -> BaseConfig:
+        if not overrides:
+            return config
+        unknown = [k for k in overrides if not hasattr(config, k) and k != "num_labels"]
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected arguments: {', '.join(unknown)}")
+        if "num_labels" in overrides:
+            n = int(overrides.pop("num_labels"))
+            if config.id2label is None or len(config.id2label) != n:
+                overrides.setdefault("id2label", {i: f"LABEL_{i}" for i in range(n)})
+                overrides.setdefault("label2id", None)
+        if "id2label" in overrides and "label2id" not in overrides:
+            overrides["label2id"] = None
+        return config.replace(**overrides)
+
+    # ---------------------------------------------------------------- saving
+    def hub_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights under the Hub's names, each tied tensor once."""
+        return internal_to_hub(self, self.key_table, with_prefix=self.keeps_prefix)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json and model.safetensors in Hub layout, atomically.
+
+        Other files already in `directory` (a tokenizer) are kept; the two written files replace
+        the old ones only after both were fully written.
+        """
+        tensors = self.hub_state_dict()
+        data = self.config.to_dict()
+        data["architectures"] = [self.key_table.hub_classes[self.task]]
+        data["tie_word_embeddings"] = _decoder_tied(self) if hasattr(self, "mlm") else self.config.tie_word_embeddings
+        data["dtype"] = str(self.dtype).replace("torch.", "")
+        return save_folder(directory, {
+            "model.safetensors": lambda path: write_safetensors(tensors, path),
+            "config.json": lambda path: write_json(data, path),
+        })
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _decoder_tied(model: nn.Module) -> bool:
+    mlm = getattr(model, "mlm", None)
+    if mlm is None:
+        return True
+    return mlm.decoder is model.encoder.embeddings.word.weight  # type: ignore[union-attr]
+
+
+def _refuse_unsafe_dtype(config: BaseConfig, dtype: torch.dtype) -> None:
+    if config.model_type == "mobilebert" and dtype == torch.float16:
+        raise ConfigError(
+            "MobileBERT activations reach 1e7-1e8 and overflow float16 (the outputs become NaN); "
+            "load it with dtype=torch.bfloat16 or float32"
+        )
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+class EncoderModel(PreTrainedModel):
+    """The bare encoder (and pooler where the family has one): `AutoModel`."""
+
+    task = "base"
+    keeps_prefix = False
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        kind = config.pooler
+        self.pooler = Pooler(config.encoder_spec().hidden_size, kind) if kind else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(last_hidden_state=hidden, pooler_output=pooled)
+
+
+class ForMaskedLM(PreTrainedModel):
+    """Encoder + masked-LM head: `AutoModelForMaskedLM`."""
+
+    task = "masked_lm"
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        spec = config.encoder_spec()
+        eps = getattr(config, "layer_norm_eps", 1e-12)
+        self.mlm = MaskedLMHead(spec.hidden_size, spec.embedding_size, spec.vocab_size, spec.activation, eps)
+
+    def _init_head_parameters(self) -> None:
+        with torch.no_grad():
+            self.mlm.decoder.normal_(0.0, self.config.initializer_range)
+            if self.mlm.extra is not None:
+                self.mlm.extra.normal_(0.0, self.config.initializer_range)
+            self.mlm.bias.zero_()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.mlm.decoder = self.encoder.embeddings.word.weight
+
+    def untie_decoder(self) -> None:
+        """Give the decoder its own copy of the matrix (for checkpoints that store it separately)."""
+        self.mlm.decoder = nn.Parameter(self.mlm.decoder.detach().clone())
+        self.config.tie_word_embeddings = False
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> MaskedLMOutput:
+        """Logits for every token, or only at `positions` (a (B, T) bool mask) -> (N, V).
+
+        With `labels` (B, T), the loss is the mean cross-entropy over labels != -100.
+        """
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        logits = self.mlm(select_positions(hidden, positions))
+        loss = None
+        if labels is not None:
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, "
+                                 f"got {tuple(labels.shape)}")
+            targets = labels[positions] if positions is not None else labels.reshape(-1)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=-100)
+        return MaskedLMOutput(logits=logits, loss=loss, last_hidden_state=hidden)
+
+
+class _Auto:
+    """Factory namespace: `from_pretrained` / `from_config` build `model_class`."""
+
+    model_class: ClassVar[type[PreTrainedModel]]
+
+    def __init__(self) -> None:
+        raise TypeError(f"{type(self).__name__} is a factory: use {type(self).__name__}.from_pretrained(...)")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:
+        return cls.model_class.from_pretrained(name_or_path, **kwargs)
+
+    @classmethod
+    def from_config(cls, config: BaseConfig, **kwargs: Any) -> PreTrainedModel:
+        return cls.model_class.from_config(config, **kwargs)
+
+
+class AutoModel(_Auto):
+    model_class = EncoderModel
+
+
+class AutoModelForMaskedLM(_Auto):
+    model_class = ForMaskedLM
