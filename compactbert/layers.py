@@ -6,8 +6,6 @@ MobileBERT and DistilBERT.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,12 +71,13 @@ class Embeddings(nn.Module):
             x = torch.cat([F.pad(x[:, 1:], (0, 0, 0, 1)), x, F.pad(x[:, :-1], (0, 0, 1, 0))], dim=-1)  # (B, T, 3E)
         if self.transform is not None:
             x = self.transform(x)  # (B, T, H)
-        x = x + self.position.weight[: input_ids.shape[1]]
-        if self.token_type is not None:
-            if token_type_ids is None:
-                x = x + self.token_type.weight[0]
-            else:
-                x = x + self.token_type(token_type_ids)
+        positions = self.position.weight[: input_ids.shape[1]]  # (T, H)
+        if self.token_type is None:
+            x = x + positions
+        else:
+            types = self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids)
+            # Same summation order as the reference implementations (BERT adds types first).
+            x = (x + positions) + types if self.transform is not None else (x + types) + positions
         return self.dropout(self.norm(x))
 
 
@@ -110,7 +109,7 @@ class SelfAttention(nn.Module):
         q, k, v = self._heads(self.q(q_in)), self._heads(self.k(k_in)), self._heads(self.v(v_in))
         ctx = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            scale=1.0 / math.sqrt(self.head_dim),
+            scale=self.head_dim ** -0.5,
         )  # (B, H, T, D)
         return self.out(ctx.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 

@@ -139,7 +139,9 @@ def internal_to_hub(model: nn.Module, table: KeyTable, with_prefix: bool) -> dic
         if not names:
             raise CheckpointError(f"internal error: no Hub name for parameter {name}")
         for hub_name, rule in names:
-            if rule.alias and tied:
-                continue
+            if rule.alias:
+                if tied:
+                    continue
+                param = param.detach().clone()  # a file holds no shared tensors: its own copy
             out[hub_name] = param
     return out

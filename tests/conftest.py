@@ -1,0 +1,86 @@
+"""Shared helpers: build `transformers` oracle models with perturbed random weights in Hub layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import compactbert as cb
+
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+
+ORACLE_CLASSES = {
+    ("bert", "base"): "BertModel", ("bert", "masked_lm"): "BertForMaskedLM",
+    ("mobilebert", "base"): "MobileBertModel", ("mobilebert", "masked_lm"): "MobileBertForMaskedLM",
+    ("distilbert", "base"): "DistilBertModel", ("distilbert", "masked_lm"): "DistilBertForMaskedLM",
+}
+
+TINY = {
+    "bert": cb.BertConfig.tiny,
+    "mobilebert": cb.MobileBertConfig.tiny,
+    "distilbert": cb.DistilBertConfig.tiny,
+}
+
+
+def oracle_config(config: cb.BaseConfig):
+    """The transformers config equal to a compactbert config."""
+    fields = {k: v for k, v in config.to_dict().items() if k != "model_type"}
+    return transformers.AutoConfig.for_model(config.model_type, **fields)
+
+
+def oracle_model(config: cb.BaseConfig, task: str = "masked_lm", seed: int = 0):
+    """A transformers model for `config` with every weight perturbed.
+
+    Norm weights and biases (initialised to ones and zeros) get N(0, 0.1) noise, so no norm is an
+    identity; matrices get N(0, 0.02) on top of their N(0, 0.02) initialisation.
+
+    The padding row of MobileBERT's word embeddings stays zero, as in the real checkpoint: its
+    trigram input reads the padding token's vector next to the last real token.
+    """
+    torch.manual_seed(seed)
+    cls = getattr(transformers, ORACLE_CLASSES[(config.model_type, task)])
+    model = cls(oracle_config(config)).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * (0.1 if param.dim() == 1 else 0.02))
+        if config.model_type == "mobilebert":
+            model.get_input_embeddings().weight[config.pad_token_id].zero_()
+    return model
+
+
+def save_oracle(model, directory: Path) -> Path:
+    model.save_pretrained(directory)
+    return directory
+
+
+def padded_batch(vocab_size: int, lengths: list[int], pad_id: int, seed: int = 1, low: int = 3):
+    """(input_ids, attention_mask) with right padding; real ids avoid the special low ids."""
+    gen = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    ids = torch.randint(low, vocab_size, (len(lengths), t), generator=gen)
+    mask = torch.zeros(len(lengths), t, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    ids[mask == 0] = pad_id
+    return ids, mask
+
+
+def max_rel_err(expected: torch.Tensor, actual: torch.Tensor, keep: torch.Tensor | None = None) -> float:
+    """max |a - e| / max |e| over the kept rows (real tokens)."""
+    if keep is not None:
+        expected, actual = expected[keep.bool()], actual[keep.bool()]
+    return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """Factory: save a perturbed tiny oracle of a family/task and return its folder."""
+
+    def make(family: str, task: str = "masked_lm", **changes) -> Path:
+        config = TINY[family](**changes)
+        return save_oracle(oracle_model(config, task), tmp_path / f"{family}-{task}")
+
+    return make
