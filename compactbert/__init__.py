@@ -5,6 +5,8 @@ from .errors import (
     CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
 )
 from .hub import list_checkpoints
+from .pipelines import FillMaskPipeline, pipeline
+from .tokenization import AutoTokenizer, BatchEncoding, Tokenizer
 from .modeling import (
     AutoModel, AutoModelForMaskedLM, EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel,
 )
@@ -12,7 +14,8 @@ from .modeling import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "BaseConfig", "BertConfig", "BortConfig",
+    "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoTokenizer", "BatchEncoding", "FillMaskPipeline",
+    "Tokenizer", "pipeline", "BaseConfig", "BertConfig", "BortConfig",
     "CheckpointError", "CompactBertError", "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput",
     "ForMaskedLM", "InputError", "MaskedLMOutput", "MobileBertConfig", "PreTrainedModel", "UnknownModelError",
     "UnsafeCheckpointError", "list_checkpoints", "__version__",

