@@ -25,20 +25,32 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def read_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict[str, torch.Tensor], str]:
-    """All tensors of a checkpoint and the name of the file they came from."""
+def locate_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[list[Path], str]:
+    """The weight files of a checkpoint (one file, or every shard of an index) and the name found.
+
+    On the Hub only these files are downloaded.
+    """
     for filename in WEIGHT_FILES:
         path = find_file(name_or_path, filename, **hub_kwargs)
         if path is None:
             continue
         if filename.endswith(".index.json"):
-            return _read_sharded(name_or_path, path, **hub_kwargs), filename
-        return read_weight_file(path), filename
+            return _locate_shards(name_or_path, path, **hub_kwargs), filename
+        return [path], filename
     where = f"the folder {name_or_path}" if is_local(name_or_path) else repr(str(name_or_path))
     raise CheckpointError(
         f"no weights found in {where}: expected one of {', '.join(WEIGHT_FILES)}. "
         "Save a model there with save_pretrained, or check the path."
     )
+
+
+def read_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a checkpoint and the name of the file (or index) they came from."""
+    paths, filename = locate_weights(name_or_path, **hub_kwargs)
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        state.update(read_weight_file(path))
+    return state, filename
 
 
 def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -82,23 +94,21 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_sharded(name_or_path: str | os.PathLike, index_path: Path, **hub_kwargs: Any) -> dict[str, torch.Tensor]:
+def _locate_shards(name_or_path: str | os.PathLike, index_path: Path, **hub_kwargs: Any) -> list[Path]:
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        shards = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{index_path} is not a valid shard index (needs a 'weight_map' object)") from exc
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
+    paths = []
+    for shard in shards:
         if Path(shard).name != shard:
             raise CheckpointError(f"{index_path} names shard {shard!r} outside the checkpoint folder")
         shard_path = find_file(name_or_path, shard, **hub_kwargs)
         if shard_path is None:
             raise CheckpointError(f"shard {shard} listed in {index_path.name} is missing from {name_or_path}")
-        state.update(read_weight_file(shard_path))
-    missing = sorted(set(weight_map) - set(state))
-    if missing:
-        raise CheckpointError(f"{index_path.name} lists tensors that no shard holds: {', '.join(missing[:5])}")
-    return state
+        paths.append(shard_path)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------- writing

@@ -1,0 +1,188 @@
+"""The `compactbert` command line: fill-mask, download, list, env. Errors are one line and exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import CompactBertError
+
+
+def _add_hub_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--revision", help="branch, tag or commit of the Hub repository")
+    parser.add_argument("--cache-dir", help="Hub cache folder (default: the huggingface_hub cache)")
+    parser.add_argument("--local-files-only", action="store_true", help="never touch the network")
+    parser.add_argument("--token", help="Hub access token (default: the saved login, if any)")
+
+
+def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("revision", "cache_dir", "token"):
+        if getattr(args, name, None):
+            out[name] = getattr(args, name)
+    if getattr(args, "local_files_only", False):
+        out["local_files_only"] = True
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compactbert", description="BORT, MobileBERT and DistilBERT in PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fill = sub.add_parser("fill-mask", help="predict the words behind [MASK] / <mask>")
+    fill.add_argument("texts", nargs="*", help="texts with [MASK] or <mask>; '-' or none: read lines from stdin")
+    fill.add_argument("--model", required=True, help="Hub id, alias (see `compactbert list`) or local folder")
+    fill.add_argument("--file", help="read texts from this file, one per line")
+    fill.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
+    fill.add_argument("--targets", help="comma-separated words to score instead of the whole vocabulary")
+    fill.add_argument("--batch-size", type=int, default=32)
+    fill.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    fill.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_hub_options(fill)
+
+    download = sub.add_parser("download", help="fetch a checkpoint into the Hub cache for offline use")
+    download.add_argument("name", help="Hub id or alias")
+    download.add_argument("--force", action="store_true", help="download again even if cached")
+    _add_hub_options(download)
+
+    sub.add_parser("list", help="known checkpoints and their aliases")
+    sub.add_parser("env", help="versions and settings, for bug reports")
+    return parser
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = [t for t in args.texts if t != "-"]
+    if args.file:
+        try:
+            texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CompactBertError(f"cannot read --file {args.file}: {exc}") from exc
+    if not texts or "-" in args.texts:
+        if sys.stdin is None or (sys.stdin.isatty() and not texts):
+            raise CompactBertError("no input: give texts as arguments, with --file, or on standard input")
+        if not sys.stdin.isatty():
+            texts += [line.rstrip("\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise CompactBertError("no input: every text given was empty")
+    return texts
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    from .pipelines import pipeline
+
+    texts = _read_texts(args)
+    fill = pipeline("fill-mask", model=args.model, dtype=args.dtype, batch_size=args.batch_size,
+                    **_hub_kwargs(args))
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    results = fill(texts, top_k=args.top_k, targets=targets)
+    if len(texts) == 1:
+        results = [results]  # the pipeline unwraps a single text
+    # One list per mask for every text, whatever the number of masks.
+    per_text = [r if r and isinstance(r[0], list) else [r] for r in results]
+    if args.json:
+        print(json.dumps([{"text": t, "masks": m} for t, m in zip(texts, per_text)], ensure_ascii=False, indent=2))
+        return 0
+    for n, (text, masks) in enumerate(zip(texts, per_text)):
+        if n:
+            print()
+        print(text)
+        for m, predictions in enumerate(masks):
+            if len(masks) > 1:
+                print(f"  mask {m + 1}")
+            print(f"  {'rank':>4}  {'score':>7}  token")
+            for rank, p in enumerate(predictions, 1):
+                print(f"  {rank:>4}  {p['score']:>7.4f}  {p['token_str'].strip() or repr(p['token_str'])}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .checkpoints.files import locate_weights
+    from .hub import find_file, resolve_file
+    from .tokenization import TOKENIZER_FILES
+
+    hub = _hub_kwargs(args)
+    if args.force:
+        hub["force_download"] = True
+    config = resolve_file(args.name, "config.json", **hub)
+    weights, _ = locate_weights(args.name, **hub)
+    fetched = [config, *weights]
+    for filename in TOKENIZER_FILES:
+        path = find_file(args.name, filename, **hub)
+        if path is not None:
+            fetched.append(path)
+    for path in fetched:
+        print(f"  {path.name}")
+    print(f"{args.name} is in the cache: {config.parent}")
+    return 0
+
+
+def _list() -> int:
+    from .hub import list_checkpoints
+
+    entries = list_checkpoints()
+    width = max(len(e.alias) for e in entries)
+    repo_width = max(len(e.repo_id) for e in entries)
+    print(f"{'alias':<{width}}  {'repository':<{repo_width}}  {'family':<10}  note")
+    for e in entries:
+        print(f"{e.alias:<{width}}  {e.repo_id:<{repo_width}}  {e.family:<10}  {e.note}")
+    return 0
+
+
+def _env() -> int:
+    print(f"compactbert      {_version('compactbert')}")
+    print(f"python           {platform.python_version()} ({platform.platform()})")
+    for package in ("torch", "tokenizers", "safetensors", "huggingface_hub", "numpy", "transformers"):
+        print(f"{package:<16} {_version(package)}")
+    try:
+        import torch
+
+        print(f"torch threads    {torch.get_num_threads()}")
+        print(f"cuda available   {torch.cuda.is_available()}")
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE"):
+        print(f"{var:<16} {os.environ.get(var, '(unset)')}")
+    return 0
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="compactbert: warning: %(message)s")
+    try:
+        if args.command == "fill-mask":
+            return _fill_mask(args)
+        if args.command == "download":
+            return _download(args)
+        if args.command == "list":
+            return _list()
+        return _env()
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
+    except (CompactBertError, ValueError, OSError, TypeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"compactbert: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("compactbert: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
