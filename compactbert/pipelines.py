@@ -122,6 +122,10 @@ class FillMaskPipeline:
                 # A mask after a space predicts a token that carries the space ("Ġdog", not "dog").
                 text = " " + target if space_before else target
                 ids = tok.encode(text, add_special_tokens=False)
+                if target in vocab and ids != [vocab[target]]:
+                    _warn_once(f"target {target!r} follows a space here, so it is scored as the token "
+                               f"{' '.join(tok.convert_ids_to_tokens(ids))!r}; pass the exact vocabulary "
+                               "token to score another variant")
             elif target in vocab:
                 ids = [vocab[target]]
             else:

@@ -130,6 +130,8 @@ class Tokenizer:
         single = isinstance(text, str)
         texts = [text] if single else list(text)
         pairs = None
+        if single and text_pair == "":
+            text_pair = None  # as in transformers: an empty pair for one text means no pair
         if text_pair is not None:
             pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
             if len(pairs) != len(texts):

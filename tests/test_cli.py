@@ -1,0 +1,94 @@
+"""The command line, through subprocess calls: output formats, input sources, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import compactbert as cb
+from conftest import fill_mask_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return fill_mask_checkpoint(tmp_path_factory.mktemp("cli") / "distil", "distilbert")
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run([sys.executable, "-m", "compactbert", *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_fill_mask_table(model_dir):
+    out = cli("fill-mask", "Plants create [MASK] through photosynthesis.", "--model", str(model_dir), "--top-k", "3")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Plants create [MASK] through photosynthesis."
+    assert lines[1].split() == ["rank", "score", "token"] and len(lines) == 5
+    expected = cb.pipeline("fill-mask", model=model_dir)("Plants create [MASK] through photosynthesis.", top_k=3)
+    assert [line.split()[2] for line in lines[2:]] == [p["token_str"] for p in expected]
+
+
+def test_fill_mask_json_from_file_and_stdin(model_dir, tmp_path):
+    texts = ["One [MASK] here.", "Two [MASK] and <mask>."]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(texts) + "\n\n")
+    from_file = cli("fill-mask", "--model", str(model_dir), "--file", str(path), "--json")
+    from_stdin = cli("fill-mask", "--model", str(model_dir), "--json", stdin="\n".join(texts))
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr + from_stdin.stderr
+    data = json.loads(from_file.stdout)
+    assert data == json.loads(from_stdin.stdout)
+    assert [d["text"] for d in data] == texts
+    assert len(data[0]["masks"]) == 1 and len(data[1]["masks"]) == 2
+    assert set(data[0]["masks"][0][0]) == {"score", "token", "token_str", "sequence"}
+
+
+def test_targets_option(model_dir):
+    out = cli("fill-mask", "The [MASK] sat.", "--model", str(model_dir), "--targets", "cat,dog", "--json")
+    assert out.returncode == 0, out.stderr
+    tokens = {p["token_str"] for p in json.loads(out.stdout)[0]["masks"][0]}
+    assert tokens == {"cat", "dog"}
+
+
+@pytest.mark.parametrize("args,stdin,message", [
+    (["fill-mask", "no mask at all"], None, "no mask token in input 0"),
+    (["fill-mask"], "", "no input"),
+    (["fill-mask", "a [MASK]", "--top-k", "0"], None, "top_k must be a positive integer"),
+    (["fill-mask", "a [MASK]", "--file", "/nonexistent/texts.txt"], None, "cannot read --file"),
+])
+def test_bad_input_is_one_line(model_dir, args, stdin, message):
+    out = cli(*args, "--model", str(model_dir), stdin=stdin)
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"compactbert: error: ") and message in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_bad_model(tmp_path):
+    out = cli("fill-mask", "a [MASK]", "--model", "distilbert-base-uncsed")
+    assert out.returncode == 1 and "Did you mean 'distilbert-base-uncased'" in out.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "distilbert"}')
+    (broken / "model.safetensors").write_bytes(b"garbage")
+    out = cli("fill-mask", "a [MASK]", "--model", str(broken))
+    assert out.returncode == 1 and "not a readable safetensors file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_list_and_env():
+    listing = cli("list")
+    assert listing.returncode == 0
+    assert "amazon/bort" in listing.stdout and "distilbert-base-uncased" in listing.stdout
+    env = cli("env")
+    assert env.returncode == 0
+    assert "torch" in env.stdout and "HF_HUB_OFFLINE   1" in env.stdout
+
+
+def test_usage_error_exit_code():
+    out = cli("fill-mask", "text")  # --model is required
+    assert out.returncode == 2 and "--model" in out.stderr

@@ -1,0 +1,131 @@
+"""Tokenizer ids equal transformers' on the same files, for awkward and generated text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import compactbert as cb
+from conftest import minilm_folder, transformers, write_bpe_tokenizer, write_wordpiece_tokenizer
+
+AWKWARD = [
+    "", " ", "Hello World!", "Ünïcödé café naïve résumé", "中文字符和日本語のテキスト", "emoji 🤖🎉👍🏽 flags 🇫🇷",
+    "zero\u200bwidth\u200djoiner\ufeff", "control\x00\x07\x1bchars\ttab\nnewline\r\n", "a" * 150,
+    "supercalifragilisticexpialidocious" * 5, "Plants create [MASK] through photosynthesis.",
+    "The <mask> barked.", "  leading and trailing spaces  ", "don't won't it's", "1,234.56 $%&*()",
+    "\u0301combining\u0308marks", "Ω≈ç√∫ ǅ ﬁ ligature", "x" * 600,
+]
+
+
+def _folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenizers")
+    made = {}
+    for name, kwargs in {"wordpiece-json": {}, "wordpiece-vocab": {"with_json": False},
+                         "wordpiece-cased": {"with_json": False, "lowercase": False}}.items():
+        folder = root / name
+        folder.mkdir()
+        write_wordpiece_tokenizer(folder, **kwargs)
+        made[name] = folder
+    bpe = root / "bpe"
+    bpe.mkdir()
+    size = write_bpe_tokenizer(bpe)
+    (bpe / "config.json").write_text(json.dumps({"model_type": "bert", "tokenizer_class": "RobertaTokenizer",
+                                                 "vocab_size": size, "max_position_embeddings": 512}))
+    made["bpe"] = bpe
+    made["minilm"] = minilm_folder()
+    return made
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """name -> (ours, theirs) tokenizers built from the same files."""
+    return {name: (cb.AutoTokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder))
+            for name, folder in _folders(tmp_path_factory).items()}
+
+
+NAMES = ["minilm", "wordpiece-json", "wordpiece-vocab", "wordpiece-cased", "bpe"]
+
+
+def _same(ours, theirs, text, pair=None):
+    got = ours(text, pair, truncation=False, return_tensors=None)
+    want = theirs(text, pair)
+    assert got["input_ids"] == want["input_ids"], (text, pair)
+    assert got["attention_mask"] == want["attention_mask"]
+    assert ("token_type_ids" in got) == ("token_type_ids" in want)
+    if "token_type_ids" in got:
+        assert got["token_type_ids"] == want["token_type_ids"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("text", AWKWARD)
+def test_awkward_text(pairs, name, text):
+    _same(*pairs[name], text)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_text_pairs_and_decode(pairs, name):
+    ours, theirs = pairs[name]
+    _same(ours, theirs, "The fox jumps.", "Over the lazy dog, twice!")
+    _same(ours, theirs, "", "only the second")
+    ids = theirs("Hello, world. It's here!")["input_ids"]
+    for skip in (True, False):
+        assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip)
+    assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
+    assert ours.mask_token == theirs.mask_token and ours.mask_token_id == theirs.mask_token_id
+    assert ours.pad_token_id == theirs.pad_token_id
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batches_padding_truncation(pairs, name):
+    ours, theirs = pairs[name]
+    texts = ["short", "a somewhat longer sentence with more words in it", ""]
+    got = ours(texts, padding=True, truncation=True, max_length=6)
+    want = theirs(texts, padding=True, truncation=True, max_length=6, return_tensors="pt")
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    got = ours(texts, ["pair one", "pair two is longer", "x"], padding="max_length", max_length=12)
+    want = theirs(texts, ["pair one", "pair two is longer", "x"], padding="max_length", max_length=12,
+                  truncation=True, return_tensors="pt")
+    assert torch.equal(got["input_ids"], want["input_ids"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=80), pair=st.one_of(st.none(), st.text(max_size=40)))
+def test_generated_text(pairs, text, pair):
+    for name in NAMES:
+        _same(*pairs[name], text, pair)
+
+
+def test_model_max_length_falls_back_to_positions(tmp_path):
+    write_wordpiece_tokenizer(tmp_path, with_json=False)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mobilebert", "max_position_embeddings": 512}))
+    tok = cb.AutoTokenizer.from_pretrained(tmp_path)
+    assert tok.model_max_length == 512
+    assert tok(["word " * 1000])["input_ids"].shape == (1, 512)
+
+
+def test_distilbert_tokenizer_has_no_token_types(tmp_path):
+    write_wordpiece_tokenizer(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "distilbert"}))
+    out = cb.AutoTokenizer.from_pretrained(tmp_path)("hello", "world")
+    assert set(out) == {"input_ids", "attention_mask"}
+
+
+def test_missing_tokenizer_files(tmp_path):
+    with pytest.raises(cb.CheckpointError, match="no tokenizer files"):
+        cb.AutoTokenizer.from_pretrained(tmp_path)
+
+
+def test_bad_inputs(pairs):
+    ours, _ = pairs["minilm"]
+    with pytest.raises(cb.InputError, match="not a string"):
+        ours([b"bytes"])
+    with pytest.raises(cb.InputError, match="2 texts but 1 text pairs"):
+        ours(["a", "b"], ["c"])
+    with pytest.raises(cb.InputError, match="padding=True"):
+        ours(["a", "a b c"], padding=False)
