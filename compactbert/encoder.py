@@ -7,11 +7,15 @@ from torch import nn
 
 from .config import EncoderSpec
 from .errors import InputError
-from .layers import Embeddings, EncoderLayer, NoNorm, sinusoidal_table
+from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
 
 
 class Encoder(nn.Module):
-    """Embeddings followed by `spec.num_layers` layers; returns the last hidden state (B, T, H)."""
+    """Embeddings followed by `spec.num_layers` layers.
+
+    With padding, every token-wise layer runs on the real tokens only (packed); the result is
+    re-padded with zeros at padding positions.
+    """
 
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
@@ -20,13 +24,20 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(spec.num_layers))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                token_type_ids: torch.Tensor | None = None, select: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden state (B, T, H); with `select` (a (B, T) bool mask), only the selected
+        tokens, (Q, H) in row-major order, and the last layer computes nothing else."""
         attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
+        if select is not None and (select.dtype != torch.bool or select.shape != input_ids.shape):
+            raise InputError(f"positions must be a bool mask of shape {tuple(input_ids.shape)}, "
+                             f"got {select.dtype} {tuple(select.shape)}")
         x = self.embeddings(input_ids, token_type_ids, attention_mask)  # (B, T, H)
-        mask = additive_mask(attention_mask, x.dtype)
-        for layer in self.layers:
-            x = layer(x, mask)
-        return x
+        layout = TokenLayout(attention_mask, tuple(input_ids.shape), x.dtype, x.device, select)
+        x = layout.pack(x)  # (N, H) real tokens
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, layout, queries_only=select is not None and i == last)
+        return x if select is not None else layout.pad(x)
 
     def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                      token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -86,14 +97,6 @@ def init_module(module: nn.Module, std: float) -> None:
         elif isinstance(module, (nn.LayerNorm, NoNorm)):
             module.weight.fill_(1.0)
             module.bias.zero_()
-
-
-def additive_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask with finfo.min at padding."""
-    if attention_mask is None:
-        return None
-    keep = attention_mask[:, None, None, :].to(torch.bool)
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, torch.finfo(dtype).min)
 
 
 def _check_range(ids: torch.Tensor, limit: int, name: str, what: str) -> None:

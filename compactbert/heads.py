@@ -50,13 +50,3 @@ class MaskedLMHead(nn.Module):
         e = self.embedding_size
         return torch.addmm(self.bias, t[..., e:].reshape(-1, self.extra.shape[0]), self.extra).view(
             *t.shape[:-1], -1) + F.linear(t[..., :e], self.decoder)
-
-
-def select_positions(hidden: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-    """hidden (B, T, H) at `positions`: a (B, T) bool mask -> (N, H); None -> unchanged."""
-    if positions is None:
-        return hidden
-    if positions.dtype != torch.bool or positions.shape != hidden.shape[:2]:
-        raise ValueError(f"positions must be a bool mask of shape {tuple(hidden.shape[:2])}, "
-                         f"got {positions.dtype} {tuple(positions.shape)}")
-    return hidden[positions]

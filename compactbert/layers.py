@@ -81,12 +81,68 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+class TokenLayout:
+    """Where the real tokens of a padded (B, T) batch are.
+
+    Token-wise layers (every Linear, norm and activation) run on the packed (N, D) real tokens only;
+    attention re-pads to (B, T, D) around scaled_dot_product_attention. `select` optionally names
+    query tokens (a (B, T) bool mask): the last layer then runs its queries, FFN and norms only
+    there, while its keys and values still cover every token.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor | None, shape: tuple[int, int], dtype: torch.dtype,
+                 device: torch.device, select: torch.Tensor | None = None) -> None:
+        self.batch, self.length = shape
+        self.packed = attention_mask is not None
+        self.mask = None  # additive (B, 1, 1, T), finfo.min at padding
+        self.index = None  # (N,) flat positions of the real tokens
+        if attention_mask is not None:
+            keep = attention_mask.to(torch.bool)
+            self.index = keep.reshape(-1).nonzero().squeeze(1)
+            self.mask = torch.zeros((self.batch, 1, 1, self.length), dtype=dtype, device=device).masked_fill_(
+                ~keep[:, None, None, :], torch.finfo(dtype).min)
+        self.query_index = self.query_rows = self.query_slots = None
+        self.query_width = 0
+        if select is not None:
+            rows, cols = select.nonzero(as_tuple=True)
+            counts = select.sum(dim=1)
+            starts = torch.cumsum(counts, 0) - counts
+            self.query_rows = rows
+            self.query_slots = torch.arange(rows.numel(), device=device) - starts[rows]
+            self.query_width = int(counts.max()) if rows.numel() else 0
+            flat = rows * self.length + cols
+            if self.packed:
+                packed_of = torch.full((self.batch * self.length,), -1, dtype=torch.long, device=device)
+                packed_of[self.index] = torch.arange(self.index.numel(), device=device)
+                flat = packed_of[flat]
+                if bool((flat < 0).any()):
+                    raise ValueError("positions select padding tokens; select only tokens whose attention_mask is 1")
+            self.query_index = flat
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (N, D) real tokens, or unchanged when nothing is padded."""
+        if not self.packed:
+            return x
+        return x.reshape(self.batch * self.length, -1).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) real tokens -> (B, T, D) with zeros at padding; (B, T, D) unchanged."""
+        if not self.packed:
+            return x
+        out = x.new_zeros(self.batch * self.length, x.shape[-1])
+        return out.index_copy_(0, self.index, x).view(self.batch, self.length, -1)
+
+    def take_queries(self, x: torch.Tensor) -> torch.Tensor:
+        """The selected query tokens of a packed or padded tensor: (Q, D), row-major order."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.query_index)
+
+
 class SelfAttention(nn.Module):
     """Multi-head attention through torch's scaled_dot_product_attention.
 
     Query and key read `qk_size`-wide inputs, value reads `v_size`-wide ones (they differ in
-    MobileBERT). `mask` is additive, (B, 1, 1, T), with finfo.min at padding: a row with every
-    key masked becomes uniform instead of NaN.
+    MobileBERT). The additive mask holds finfo.min at padding: a row with every key masked
+    becomes uniform instead of NaN.
     """
 
     def __init__(self, qk_size: int, v_size: int, width: int, num_heads: int, dropout: float) -> None:
@@ -103,15 +159,29 @@ class SelfAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
-    def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
-        b, t, _ = q_in.shape
-        q, k, v = self._heads(self.q(q_in)), self._heads(self.k(k_in)), self._heads(self.v(v_in))
+    def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, layout: TokenLayout,
+                queries_only: bool = False) -> torch.Tensor:
+        """Inputs are packed (N, *) or padded (B, T, *); with `queries_only`, q_in holds only the
+        selected query tokens (Q, *) and so does the result."""
+        k = self._heads(layout.pad(self.k(k_in)))
+        v = self._heads(layout.pad(self.v(v_in)))
+        q = self.q(q_in)
+        if queries_only:
+            padded = q.new_zeros(layout.batch, layout.query_width, q.shape[-1])  # (B, Qmax, W)
+            padded[layout.query_rows, layout.query_slots] = q
+            q = padded
+        else:
+            q = layout.pad(q)
         ctx = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            self._heads(q), k, v, attn_mask=layout.mask, dropout_p=self.dropout if self.training else 0.0,
             scale=self.head_dim ** -0.5,
-        )  # (B, H, T, D)
-        return self.out(ctx.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+        ).transpose(1, 2)  # (B, Tq, H, D)
+        ctx = ctx.reshape(ctx.shape[0], ctx.shape[1], -1)  # (B, Tq, W)
+        if queries_only:
+            ctx = ctx[layout.query_rows, layout.query_slots]  # (Q, W)
+        else:
+            ctx = layout.pack(ctx)
+        return self.out(ctx)
 
 
 class Projection(nn.Module):
@@ -166,18 +236,25 @@ class EncoderLayer(nn.Module):
         self.bottleneck_out = (Projection(inner, spec.hidden_size, spec.norm, spec.norm_eps, spec.hidden_dropout)
                                if spec.bottleneck else None)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        layer_input = q_in = v_in = x
+    def forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool = False) -> torch.Tensor:
+        """x is packed (N, H) or padded (B, T, H). With `queries_only`, keys and values still read
+        every token, but the output covers only the layout's selected queries: (Q, H)."""
+        pick = layout.take_queries if queries_only else (lambda t: t)
+        residual = pick(x)
+        kv_in = v_in = x
         if self.bottleneck_in is not None:
-            layer_input = self.bottleneck_in(x)  # (B, T, inner)
             if self.bottleneck_attention:
-                q_in = v_in = layer_input
-            elif self.bottleneck_qk is not None:
-                q_in = self.bottleneck_qk(x)  # shared by query and key; value reads x
-        a = self.attention_norm(self.dropout(self.attention(q_in, q_in, v_in, mask)) + layer_input)
+                kv_in = v_in = self.bottleneck_in(x)  # q, k and v all read the input bottleneck
+                residual = pick(kv_in)
+            else:
+                residual = self.bottleneck_in(residual)  # (.., inner): only where outputs are needed
+                if self.bottleneck_qk is not None:
+                    kv_in = self.bottleneck_qk(x)  # shared by query and key; value reads x
+        a = self.attention(pick(kv_in), kv_in, v_in, layout, queries_only)
+        a = self.attention_norm(self.dropout(a) + residual)
         for ffn in self.stacked_ffns:
             a = ffn(a)
         a = self.ffn(a)
         if self.bottleneck_out is not None:
-            a = self.bottleneck_out(a, residual=x)  # back to hidden_size
+            a = self.bottleneck_out(a, residual=pick(x))  # back to hidden_size
         return a

@@ -231,10 +231,11 @@ TASKS = {"fill-mask": FillMaskPipeline}
 
 def pipeline(task: str, model: str | os.PathLike | ForMaskedLM, tokenizer: str | Tokenizer | None = None,
              dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
-             batch_size: int = 32, **kwargs: Any) -> FillMaskPipeline:
+             batch_size: int = 32, quantize: str | None = None, **kwargs: Any) -> FillMaskPipeline:
     """Build a pipeline for `task` from a model name, folder or instance.
 
     Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
+    quantize="int8" applies dynamic int8 quantization to the model's linear layers (CPU).
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; available: {', '.join(sorted(TASKS))}")
@@ -244,9 +245,10 @@ def pipeline(task: str, model: str | os.PathLike | ForMaskedLM, tokenizer: str |
     if isinstance(model, ForMaskedLM):
         if tokenizer is None:
             raise InputError("pass tokenizer=... (a name, folder or Tokenizer) along with a model instance")
-        loaded = model
+        loaded = model.quantize(quantize) if quantize else model
     else:
-        loaded = AutoModelForMaskedLM.from_pretrained(model, dtype=dtype, **hub)  # type: ignore[assignment]
+        loaded = AutoModelForMaskedLM.from_pretrained(model, dtype=dtype, quantize=quantize,  # type: ignore[assignment]
+                                                      **hub)
         tokenizer = tokenizer if tokenizer is not None else str(model)
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)

@@ -180,3 +180,47 @@ def test_masked_lm_loss_matches_oracle(tmp_path):
     assert abs(want.item() - got.item()) <= TOL * abs(want.item())
     assert abs(only.loss.item() - got.item()) <= TOL * abs(got.item())
     assert only.logits.shape == (3, config.vocab_size)
+
+
+# ------------------------------------------------------------------ optimised paths equal the plain path
+
+@pytest.mark.parametrize("config", [
+    cb.BertConfig.tiny(), cb.DistilBertConfig.tiny(), cb.MobileBertConfig.tiny(),
+    cb.MobileBertConfig.tiny(use_bottleneck_attention=True),
+    cb.MobileBertConfig.tiny(key_query_shared_bottleneck=False, intra_bottleneck_size=32),
+    cb.MobileBertConfig.tiny(use_bottleneck=False), cb.BertConfig.tiny(num_hidden_layers=1),
+], ids=lambda c: c.model_type)
+def test_positions_path_equals_full_logits(tmp_path, config):
+    """Logits only at selected tokens (last layer computing only those queries) = full logits there."""
+    model = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle_model(config), tmp_path / "m"))
+    ids, mask = padded_batch(config.vocab_size, [13, 9, 4, 1], config.pad_token_id)
+    positions = torch.zeros_like(mask, dtype=torch.bool)
+    positions[0, [0, 5, 12]] = True  # several in one row
+    positions[2, 3] = True  # row 1 and row 3 select nothing
+    with torch.no_grad():
+        for m in (mask, None):  # packed (padding present) and unpacked (no mask: every token is real)
+            full = model(ids, m).logits
+            part = model(ids, m, positions=positions).logits
+            assert part.shape == (4, config.vocab_size)
+            assert max_rel_err(full[positions], part) <= TOL
+        full = model(ids, mask).logits
+        unpadded = model(ids[:1, :13], positions=positions[:1, :13]).logits
+        assert max_rel_err(full[0][positions[0]], unpadded) <= TOL
+
+
+def test_positions_on_padding_are_rejected(tiny_checkpoint):
+    model = cb.AutoModelForMaskedLM.from_pretrained(tiny_checkpoint("bert"))
+    ids, mask = padded_batch(99, [5, 2], 0)
+    positions = torch.zeros_like(mask, dtype=torch.bool)
+    positions[1, 4] = True
+    with pytest.raises(ValueError, match="positions select padding tokens"):
+        model(ids, mask, positions=positions)
+
+
+@pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
+def test_padding_positions_of_hidden_state_are_zero(family, tiny_checkpoint):
+    model = cb.AutoModel.from_pretrained(tiny_checkpoint(family, "base"))
+    ids, mask = padded_batch(model.config.vocab_size, [6, 3], model.config.pad_token_id)
+    with torch.no_grad():
+        hidden = model(ids, mask).last_hidden_state
+    assert torch.count_nonzero(hidden[1, 3:]) == 0 and torch.count_nonzero(hidden[1, :3]) > 0

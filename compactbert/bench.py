@@ -1,0 +1,324 @@
+"""Benchmark: compactbert against transformers on the same weights, in one process.
+
+    python -m compactbert.bench            # or: compactbert bench
+    compactbert bench --families distilbert --sentences 64 --json
+
+Builds each family at its Hub configuration with random weights (no download), with a tokenizer
+trained on a generated corpus (WordPiece with 30,522 tokens, byte-level BPE with 50,265). Word
+embeddings are scaled up so that masked-LM distributions are peaked and "identical top-5" is a
+meaningful check. Implementations alternate within one process; the table reports ratios
+(transformers time / compactbert time), real tokens per second, achieved GFLOP/s on real tokens and
+peak memory. transformers is imported only here, only to compare, and only when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import BertConfig, DistilBertConfig, MobileBertConfig
+
+FAMILIES = {
+    "distilbert": DistilBertConfig(),
+    "mobilebert": MobileBertConfig(classifier_activation=False),
+    "bort": BertConfig.bort(),
+}
+_SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["th", "st", "ing", "er", "qu"]
+
+
+# ------------------------------------------------------------------------------------ workload
+
+def _words(count: int, rng: random.Random) -> list[str]:
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        seen[("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 4))))] = None
+    return list(seen)
+
+
+def make_sentences(n: int, seed: int = 0, min_words: int = 8, max_words: int = 120,
+                   mask: str = "[MASK]") -> list[str]:
+    """`n` sentences of min..max words from a fixed pseudo-word vocabulary, one mask each."""
+    rng = random.Random(seed)
+    vocab = _words(5000, random.Random(1))
+    weights = [1.0 / (rank + 1) for rank in range(len(vocab))]  # Zipf-like, as in text
+    out = []
+    for _ in range(n):
+        words = rng.choices(vocab, weights, k=rng.randint(min_words, max_words))
+        words[rng.randrange(len(words))] = mask
+        out.append(" ".join(words) + ".")
+    return out
+
+
+def _corpus() -> list[str]:
+    rng = random.Random(2)
+    vocab = _words(60000, random.Random(3))
+    return [" ".join(rng.choices(vocab, k=20)) for _ in range(12000)]
+
+
+def build_checkpoint(family: str, folder: Path) -> Path:
+    """A Hub-layout folder (config, weights, tokenizer) for `family` at its Hub configuration."""
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+
+    from .modeling import ForMaskedLM
+
+    if (folder / "config.json").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    config = FAMILIES[family]
+    if family == "bort":
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(_corpus(), vocab_size=config.vocab_size - 1, min_frequency=1, show_progress=False,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+        bpe.save_model(str(folder))
+        vocab = json.loads((folder / "vocab.json").read_text())
+        vocab["<mask>"] = len(vocab)
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                    "pad_token": "<pad>", "cls_token": "<s>",
+                    "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False}}
+        (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer",
+                                                                  "model_max_length": 512}))
+        config = config.replace(vocab_size=len(vocab), extra={"tokenizer_class": "RobertaTokenizer"})
+    else:
+        wp = BertWordPieceTokenizer(lowercase=True)
+        wp.train_from_iterator(_corpus(), vocab_size=config.vocab_size, min_frequency=1, show_progress=False,
+                               special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        wp.save_model(str(folder))
+        cls = "DistilBertTokenizer" if family == "distilbert" else "BertTokenizer"
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls, "do_lower_case": True,
+                                                                  "model_max_length": 512}))
+        lines = (folder / "vocab.txt").read_text().splitlines()
+        config = config.replace(vocab_size=len(lines))
+    torch.manual_seed(0)
+    model = ForMaskedLM.from_config(config)
+    with torch.no_grad():
+        model.encoder.embeddings.word.weight.mul_(50.0)  # peaked output distributions
+        if model.mlm.extra is not None:
+            model.mlm.extra.mul_(50.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------ cost model
+
+def flops_per_token(config: Any, length: int) -> float:
+    """Encoder FLOPs per real token at sequence length `length` (2 x multiply-accumulates)."""
+    spec = config.encoder_spec()
+    from .encoder import Encoder
+
+    linear = sum(m.weight.numel() for m in Encoder(spec).modules() if isinstance(m, torch.nn.Linear))
+    attention = 2 * length * spec.inner_size * spec.num_layers
+    return 2.0 * (linear + attention)
+
+
+def head_flops(config: Any) -> float:
+    spec = config.encoder_spec()
+    return 2.0 * (spec.hidden_size ** 2 + spec.hidden_size * spec.vocab_size)
+
+
+# ------------------------------------------------------------------------------------ timing
+
+def _alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds per implementation, alternating them `repeats` times after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _top5_agreement(a: list[list[dict]], b: list[list[dict]]) -> float:
+    same = sum([p["token"] for p in x] == [p["token"] for p in y] for x, y in zip(a, b))
+    return same / max(len(a), 1)
+
+
+def _peak_memory(folder: Path, impl: str, sentences: int) -> float:
+    """Peak RSS (MB) that the fill-mask workload adds over the loaded model, in a child process."""
+    code = f"""
+import resource, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from compactbert.bench import make_sentences, _pipelines
+pipes = _pipelines({str(folder)!r}, {impl!r})
+texts = make_sentences({sentences}, mask=pipes.mask)
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
+base = rss()
+pipes.run(texts)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        return float("nan")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+class _pipelines:
+    """One implementation's fill-mask pipeline on a folder, with its mask spelling."""
+
+    def __init__(self, folder: str, impl: str, quantize: str | None = None) -> None:
+        if impl == "transformers":
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            self.pipe = transformers.pipeline("fill-mask", model=folder, device="cpu")
+            self.mask = self.pipe.tokenizer.mask_token
+            self.run = lambda texts, k=5: self.pipe(texts, top_k=k, batch_size=32)
+        else:
+            from .pipelines import pipeline
+
+            self.pipe = pipeline("fill-mask", model=folder, batch_size=32, quantize=quantize)
+            self.mask = self.pipe.tokenizer.mask_token
+            self.run = lambda texts, k=5: self.pipe(texts, top_k=k)
+
+
+# ------------------------------------------------------------------------------------ workloads
+
+def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_transformers: bool,
+                 memory: bool) -> dict[str, Any]:
+    from .modeling import AutoModel
+    from .tokenization import AutoTokenizer
+
+    folder = build_checkpoint(family, workdir / family)
+    config = AutoModel.from_pretrained(folder).config
+    result: dict[str, Any] = {"family": family}
+
+    # 1. fill-mask pipeline
+    ours = _pipelines(str(folder), "compactbert")
+    texts = make_sentences(sentences, mask=ours.mask)
+    tok = AutoTokenizer.from_pretrained(folder)
+    lengths = [len(ids) for ids in tok(texts, padding=False, truncation=True, return_tensors=None)["input_ids"]]
+    real_tokens = sum(lengths)
+    useful_flops = sum(flops_per_token(config, n) * n for n in lengths) + len(texts) * head_flops(config)
+    fns = {"compactbert": lambda: ours.run(texts)}
+    if with_transformers:
+        theirs = _pipelines(str(folder), "transformers")
+        fns["transformers"] = lambda: theirs.run(texts)
+    times = _alternate(fns, repeats)
+    fill = {"sentences": len(texts), "real_tokens": real_tokens,
+            "tokens_per_s": real_tokens / times["compactbert"],
+            "gflops": useful_flops / times["compactbert"] / 1e9}
+    if with_transformers:
+        fill["ratio"] = times["transformers"] / times["compactbert"]
+        fill["transformers_tokens_per_s"] = real_tokens / times["transformers"]
+        fill["top5_identical"] = _top5_agreement(ours.run(texts), theirs.run(texts))
+    result["fill_mask"] = fill
+
+    # 2. int8 dynamic quantization (opt-in) against compactbert fp32
+    int8 = _pipelines(str(folder), "compactbert", quantize="int8")
+    times8 = _alternate({"fp32": lambda: ours.run(texts, 1), "int8": lambda: int8.run(texts, 1)}, repeats)
+    top1 = [r[0]["token"] for r in ours.run(texts, 1)], [r[0]["token"] for r in int8.run(texts, 1)]
+    result["int8"] = {"ratio": times8["fp32"] / times8["int8"],
+                      "top1_agreement": sum(a == b for a, b in zip(*top1)) / len(texts)}
+
+    # 3. encoder forward on one padded batch of 32, and 4. one 16-token sentence
+    model = AutoModel.from_pretrained(folder)
+    batch = tok(make_sentences(32, seed=5, mask=ours.mask)[:32], padding=True, truncation=True)
+    single = {k: v[:1, :16] for k, v in tok(make_sentences(1, seed=6, min_words=30, mask=ours.mask)).items()}
+    encoder, latency = {}, {}
+    if with_transformers:
+        import transformers
+
+        reference = transformers.AutoModel.from_pretrained(folder).eval()
+        with torch.inference_mode():
+            fns = {"compactbert": lambda: model(**batch), "transformers": lambda: reference(**batch)}
+            t = _alternate(fns, repeats)
+            encoder = {"ratio": t["transformers"] / t["compactbert"],
+                       "padding_share": 1 - batch["attention_mask"].float().mean().item()}
+            fns = {"compactbert": lambda: model(**single), "transformers": lambda: reference(**single)}
+            t = _alternate(fns, repeats * 10)
+            latency = {"ratio": t["transformers"] / t["compactbert"], "ms": t["compactbert"] * 1e3}
+    result["encoder"], result["latency"] = encoder, latency
+
+    # 5. peak memory of the fill-mask workload, each implementation in its own process
+    if memory:
+        result["memory_mb"] = {"compactbert": _peak_memory(folder, "compactbert", sentences)}
+        if with_transformers:
+            result["memory_mb"]["transformers"] = _peak_memory(folder, "transformers", sentences)
+    return result
+
+
+# ------------------------------------------------------------------------------------ report
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render(results: list[dict[str, Any]], machine: str) -> str:
+    lines = [f"compactbert bench on {machine}", "",
+             f"{'family':<11} {'fill-mask':>9} {'top5 same':>9} {'tok/s':>8} {'GFLOP/s':>8} {'encoder':>8} "
+             f"{'latency':>8} {'int8':>6} {'int8 top1':>9} {'peak MB ours/theirs':>20}"]
+    for r in results:
+        f, mem = r["fill_mask"], r.get("memory_mb", {})
+        memory = f"{_fmt(mem.get('compactbert'), '.0f')}/{_fmt(mem.get('transformers'), '.0f')}" if mem else "-"
+        lines.append(
+            f"{r['family']:<11} {_fmt(f.get('ratio'), '8.2f')}x {_fmt(f.get('top5_identical'), '9.1%')} "
+            f"{f['tokens_per_s']:8.0f} {f['gflops']:8.1f} {_fmt(r['encoder'].get('ratio'), '7.2f')}x "
+            f"{_fmt(r['latency'].get('ratio'), '7.2f')}x {r['int8']['ratio']:5.2f}x "
+            f"{r['int8']['top1_agreement']:9.1%} {memory:>20}")
+    lines += ["", "ratios: transformers time / compactbert time, same weights, same process, alternating "
+              "(int8: compactbert fp32 / compactbert int8)"]
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="compactbert bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--sentences", type=int, default=128, help="fill-mask workload size (64-256)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", help="where to keep the generated checkpoints (default: a temp folder)")
+    parser.add_argument("--no-transformers", action="store_true", help="skip the comparison")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    with_transformers = not args.no_transformers
+    if with_transformers:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            with_transformers = False
+            print("transformers is not installed: compactbert numbers only", file=sys.stderr)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="compactbert-bench-"))
+    results = [bench_family(f, workdir, args.sentences, args.repeats, with_transformers, not args.no_memory)
+               for f in args.families]
+    machine = machine_description()
+    if args.json:
+        print(json.dumps({"machine": machine, "results": results}, indent=2))
+    else:
+        print(render(results, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
