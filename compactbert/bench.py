@@ -36,6 +36,13 @@ FAMILIES = {
     "mobilebert": MobileBertConfig(classifier_activation=False),
     "bort": BertConfig.bort(),
 }
+# Small configurations for a quick end-to-end check of the benchmark itself (`--tiny`).
+TINY_FAMILIES = {
+    "distilbert": DistilBertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
+    "mobilebert": MobileBertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
+    "bort": BertConfig.tiny(vocab_size=2000, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
+                            max_position_embeddings=512),
+}
 _SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["th", "st", "ing", "er", "qu"]
 
 
@@ -68,7 +75,7 @@ def _corpus() -> list[str]:
     return [" ".join(rng.choices(vocab, k=20)) for _ in range(12000)]
 
 
-def build_checkpoint(family: str, folder: Path) -> Path:
+def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
     """A Hub-layout folder (config, weights, tokenizer) for `family` at its Hub configuration."""
     from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
 
@@ -77,7 +84,7 @@ def build_checkpoint(family: str, folder: Path) -> Path:
     if (folder / "config.json").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    config = FAMILIES[family]
+    config = (TINY_FAMILIES if tiny else FAMILIES)[family]
     if family == "bort":
         bpe = ByteLevelBPETokenizer()
         bpe.train_from_iterator(_corpus(), vocab_size=config.vocab_size - 1, min_frequency=1, show_progress=False,
@@ -193,11 +200,11 @@ class _pipelines:
 # ------------------------------------------------------------------------------------ workloads
 
 def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_transformers: bool,
-                 memory: bool) -> dict[str, Any]:
+                 memory: bool, tiny: bool = False) -> dict[str, Any]:
     from .modeling import AutoModel
     from .tokenization import AutoTokenizer
 
-    folder = build_checkpoint(family, workdir / family)
+    folder = build_checkpoint(family, workdir / (family + ("-tiny" if tiny else "")), tiny)
     config = AutoModel.from_pretrained(folder).config
     result: dict[str, Any] = {"family": family}
 
@@ -300,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="where to keep the generated checkpoints (default: a temp folder)")
     parser.add_argument("--no-transformers", action="store_true", help="skip the comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--tiny", action="store_true", help="small models: checks the benchmark runs, not speed")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     with_transformers = not args.no_transformers
@@ -310,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             with_transformers = False
             print("transformers is not installed: compactbert numbers only", file=sys.stderr)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="compactbert-bench-"))
-    results = [bench_family(f, workdir, args.sentences, args.repeats, with_transformers, not args.no_memory)
-               for f in args.families]
+    results = [bench_family(f, workdir, args.sentences, args.repeats, with_transformers, not args.no_memory,
+                            args.tiny) for f in args.families]
     machine = machine_description()
     if args.json:
         print(json.dumps({"machine": machine, "results": results}, indent=2))

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_hub_options(download)
 
     sub.add_parser("list", help="known checkpoints and their aliases")
+    sub.add_parser("bench", help="speed against transformers (see `compactbert bench --help`)", add_help=False)
     sub.add_parser("env", help="versions and settings, for bug reports")
     return parser
 
@@ -162,6 +163,11 @@ def _version(package: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark has its own options
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="compactbert: warning: %(message)s")
     try:

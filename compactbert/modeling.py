@@ -189,9 +189,10 @@ class PreTrainedModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def quantize(self, kind: str = "int8") -> "PreTrainedModel":
-        """Opt-in int8 dynamic quantization of every nn.Linear, for CPU inference (in place).
+        """Opt-in int8 dynamic quantization of the encoder's linear layers, for CPU inference (in place).
 
-        Weights become int8 with per-tensor scales; activations are quantized on the fly. Check
+        Weights become int8 with one scale per output channel; activations are quantized on the
+        fly. Heads stay in float32: they run on few tokens and decide the final ranking. Check
         accuracy on your task: `compactbert bench` reports top-1 agreement with float32.
         """
         if kind != "int8":
@@ -200,11 +201,11 @@ class PreTrainedModel(nn.Module):
             raise ConfigError(f"int8 quantization starts from float32 weights, this model is {self.dtype}")
         import warnings
 
-        from torch.ao.quantization import quantize_dynamic
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         with warnings.catch_warnings():  # torch marks eager-mode quantization deprecated; it still works
             warnings.simplefilter("ignore")
-            quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8, inplace=True)
+            quantize_dynamic(self.encoder, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
         self.eval()
         return self
 
