@@ -75,9 +75,29 @@ def _corpus() -> list[str]:
     return [" ".join(rng.choices(vocab, k=20)) for _ in range(12000)]
 
 
+def write_bpe_tokenizer(folder: Path, corpus: list[str], vocab_size: int) -> int:
+    """Train a byte-level BPE on `corpus` and write it as amazon/bort ships one: vocab.json, merges.txt
+    and special_tokens_map.json (`<mask>` with lstrip). Returns the vocabulary size, <mask> included."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size - 1, min_frequency=1, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+    bpe.save_model(str(folder))
+    vocab = json.loads((folder / "vocab.json").read_text())
+    vocab["<mask>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                "pad_token": "<pad>", "cls_token": "<s>",
+                "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False,
+                               "single_word": False}}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+    return len(vocab)
+
+
 def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
     """A Hub-layout folder (config, weights, tokenizer) for `family` at its Hub configuration."""
-    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+    from tokenizers import BertWordPieceTokenizer
 
     from .modeling import ForMaskedLM
 
@@ -86,20 +106,10 @@ def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     config = (TINY_FAMILIES if tiny else FAMILIES)[family]
     if family == "bort":
-        bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator(_corpus(), vocab_size=config.vocab_size - 1, min_frequency=1, show_progress=False,
-                                special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-        bpe.save_model(str(folder))
-        vocab = json.loads((folder / "vocab.json").read_text())
-        vocab["<mask>"] = len(vocab)
-        (folder / "vocab.json").write_text(json.dumps(vocab))
-        specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                    "pad_token": "<pad>", "cls_token": "<s>",
-                    "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False}}
-        (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+        size = write_bpe_tokenizer(folder, _corpus(), config.vocab_size)
         (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer",
                                                                   "model_max_length": 512}))
-        config = config.replace(vocab_size=len(vocab), extra={"tokenizer_class": "RobertaTokenizer"})
+        config = config.replace(vocab_size=size, extra={"tokenizer_class": "RobertaTokenizer"})
     else:
         wp = BertWordPieceTokenizer(lowercase=True)
         wp.train_from_iterator(_corpus(), vocab_size=config.vocab_size, min_frequency=1, show_progress=False,
@@ -159,18 +169,27 @@ def _top5_agreement(a: list[list[dict]], b: list[list[dict]]) -> float:
 
 
 def _peak_memory(folder: Path, impl: str, sentences: int) -> float:
-    """Peak RSS (MB) that the fill-mask workload adds over the loaded model, in a child process."""
+    """Peak resident memory (MB) the fill-mask workload adds over the loaded, warmed-up model.
+
+    Each implementation runs in its own child process. Linux's peak counter (VmHWM) is reset after
+    loading (`/proc/self/clear_refs`), so the transient of reading the weights is not counted.
+    """
     code = f"""
-import resource, sys
+import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
 from compactbert.bench import make_sentences, _pipelines
 pipes = _pipelines({str(folder)!r}, {impl!r})
 texts = make_sentences({sentences}, mask=pipes.mask)
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2**20
-base = rss()
+pipes.run(texts[:2])
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+base = status("VmRSS")
 pipes.run(texts)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+print(status("VmHWM") - base)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:

@@ -114,25 +114,10 @@ def write_wordpiece_tokenizer(folder: Path, with_json: bool = True, lowercase: b
 
 
 def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
-    """A RoBERTa-format byte-level BPE (vocab.json, merges.txt, special_tokens_map.json), as amazon/bort
-    ships it. Returns the vocabulary size including <mask>."""
-    import json
+    """A RoBERTa-format byte-level BPE as amazon/bort ships it; returns the size including <mask>."""
+    from compactbert.bench import write_bpe_tokenizer as write
 
-    from tokenizers import ByteLevelBPETokenizer
-
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(BPE_CORPUS * 20, vocab_size=vocab_size, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
-    bpe.save_model(str(folder))
-    vocab = json.loads((folder / "vocab.json").read_text())
-    vocab["<mask>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                "pad_token": "<pad>", "cls_token": "<s>",
-                "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False,
-                               "single_word": False}}
-    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
-    return len(vocab)
+    return write(folder, BPE_CORPUS * 20, vocab_size)
 
 
 def fill_mask_checkpoint(folder: Path, family: str, **changes) -> Path:

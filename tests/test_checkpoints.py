@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import compactbert as cb
 from compactbert.checkpoints import files as files_module
-from conftest import max_rel_err, oracle_config, oracle_model, padded_batch, save_oracle, transformers
+from conftest import max_rel_err, oracle_config, oracle_model, padded_batch, transformers
 
 TOL = 1e-5
 

@@ -65,7 +65,7 @@ def test_targets_option(model_dir):
 def test_bad_input_is_one_line(model_dir, args, stdin, message):
     out = cli(*args, "--model", str(model_dir), stdin=stdin)
     assert out.returncode == 1
-    assert out.stderr.startswith(f"compactbert: error: ") and message in out.stderr
+    assert out.stderr.startswith("compactbert: error: ") and message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 

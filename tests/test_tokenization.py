@@ -129,3 +129,17 @@ def test_bad_inputs(pairs):
         ours(["a", "b"], ["c"])
     with pytest.raises(cb.InputError, match="padding=True"):
         ours(["a", "a b c"], padding=False)
+
+
+@pytest.mark.parametrize("name", ["wordpiece-vocab", "bpe"])
+def test_save_pretrained_round_trip(pairs, name, tmp_path):
+    ours, theirs = pairs[name]
+    ours.save_pretrained(tmp_path / "saved")
+    again = cb.AutoTokenizer.from_pretrained(tmp_path / "saved")
+    loaded = transformers.AutoTokenizer.from_pretrained(tmp_path / "saved")
+    for text in AWKWARD[:12]:
+        want = theirs(text)["input_ids"]
+        assert again(text, return_tensors=None, truncation=False)["input_ids"] == want
+        assert loaded(text)["input_ids"] == want
+    assert again.mask_token == ours.mask_token and again.model_max_length == ours.model_max_length
+    assert again.returns_token_type_ids == ours.returns_token_type_ids
