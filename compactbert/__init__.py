@@ -6,6 +6,12 @@ from .errors import (
 )
 from .hub import list_checkpoints
 from .pipelines import FillMaskPipeline, pipeline
+from .tasks import (
+    AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
+    AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+    ClassifierOutput, ForMultipleChoice, ForNextSentencePrediction, ForPreTraining, ForQuestionAnswering,
+    ForSequenceClassification, ForTokenClassification, PreTrainingOutput, QuestionAnsweringOutput,
+)
 from .tokenization import AutoTokenizer, BatchEncoding, Tokenizer
 from .modeling import (
     AutoModel, AutoModelForMaskedLM, EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel,
@@ -14,7 +20,11 @@ from .modeling import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoTokenizer", "BatchEncoding", "FillMaskPipeline",
+    "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
+    "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
+    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "ClassifierOutput",
+    "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining", "ForQuestionAnswering",
+    "ForSequenceClassification", "ForTokenClassification", "PreTrainingOutput", "QuestionAnsweringOutput", "BatchEncoding", "FillMaskPipeline",
     "Tokenizer", "pipeline", "BaseConfig", "BertConfig", "BortConfig",
     "CheckpointError", "CompactBertError", "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput",
     "ForMaskedLM", "InputError", "MaskedLMOutput", "MobileBertConfig", "PreTrainedModel", "UnknownModelError",

@@ -154,6 +154,16 @@ class BaseConfig:
 
     # What differs between families above the encoder; each family overrides these.
     pooler: ClassVar[str | None] = None  # "tanh", "first_token" or None (no pooler)
+    # Sentence vector of classification heads: "pooler", or DistilBERT's "pre_classifier" (+ ReLU).
+    sentence_head: ClassVar[str] = "pooler"
+    has_next_sentence: ClassVar[bool] = True  # a next-sentence head exists in this family
+
+    def head_dropout(self, task: str) -> float:
+        """Dropout before a task head, as each family's reference implementation sets it."""
+        if task == "question_answering":
+            return 0.0
+        value = getattr(self, "classifier_dropout", None)
+        return value if value is not None else getattr(self, "hidden_dropout_prob", 0.1)
 
     def encoder_spec(self) -> EncoderSpec:  # pragma: no cover - every family overrides it
         raise NotImplementedError
@@ -321,6 +331,12 @@ class DistilBertConfig(BaseConfig):
     sinusoidal_pos_embds: bool = False  # positions initialised as sinusoids (still stored and loaded)
     qa_dropout: float = 0.1  # dropout before the QA head
     seq_classif_dropout: float = 0.2  # dropout in the sequence-classification head
+    sentence_head: ClassVar[str] = "pre_classifier"
+    has_next_sentence: ClassVar[bool] = False
+
+    def head_dropout(self, task: str) -> float:
+        return {"question_answering": self.qa_dropout, "token_classification": self.dropout}.get(
+            task, self.seq_classif_dropout)
 
     def __post_init__(self) -> None:
         super().__post_init__()

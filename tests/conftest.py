@@ -12,10 +12,16 @@ import compactbert as cb
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
+TASK_CLASSES = {"sequence_classification": "SequenceClassification", "token_classification": "TokenClassification",
+                "question_answering": "QuestionAnswering", "multiple_choice": "MultipleChoice",
+                "next_sentence": "NextSentencePrediction", "pretraining": "PreTraining"}
 ORACLE_CLASSES = {
     ("bert", "base"): "BertModel", ("bert", "masked_lm"): "BertForMaskedLM",
     ("mobilebert", "base"): "MobileBertModel", ("mobilebert", "masked_lm"): "MobileBertForMaskedLM",
     ("distilbert", "base"): "DistilBertModel", ("distilbert", "masked_lm"): "DistilBertForMaskedLM",
+    **{(family, task): f"{prefix}For{name}" for family, prefix in
+       (("bert", "Bert"), ("mobilebert", "MobileBert"), ("distilbert", "DistilBert"))
+       for task, name in TASK_CLASSES.items()},
 }
 
 TINY = {

@@ -73,6 +73,18 @@ class KeyTable:
         return names
 
 
+_TASK_CLASSES = {"masked_lm": "MaskedLM", "sequence_classification": "SequenceClassification",
+                 "token_classification": "TokenClassification", "question_answering": "QuestionAnswering",
+                 "multiple_choice": "MultipleChoice", "next_sentence": "NextSentencePrediction",
+                 "pretraining": "PreTraining"}
+
+
+def _hub_classes(family: str, next_sentence: bool) -> dict[str, str]:
+    """task -> transformers class name, e.g. "masked_lm" -> "BertForMaskedLM"."""
+    tasks = {t: n for t, n in _TASK_CLASSES.items() if next_sentence or t not in ("next_sentence", "pretraining")}
+    return {"base": f"{family}Model", **{t: f"{family}For{n}" for t, n in tasks.items()}}
+
+
 def _r(hub: str, internal: str, alias: bool = False) -> KeyRule:
     return KeyRule(hub, internal, alias)
 
@@ -109,7 +121,7 @@ _BERT_HEADS = (
 
 BERT = KeyTable(
     model_type="bert", prefix="bert.", base=_BERT_BASE, heads=_BERT_HEADS,
-    hub_classes={"base": "BertModel", "masked_lm": "BertForMaskedLM"},
+    hub_classes=_hub_classes("Bert", next_sentence=True),
 )
 
 MOBILEBERT = KeyTable(
@@ -127,7 +139,7 @@ MOBILEBERT = KeyTable(
         _r(_LAYER + "ffn.{j}.output.LayerNorm.{p}", _OURS + "stacked_ffns.{j}.norm.{p}"),
     ),
     heads=_BERT_HEADS + (_r("cls.predictions.dense.weight", "mlm.extra"),),
-    hub_classes={"base": "MobileBertModel", "masked_lm": "MobileBertForMaskedLM"},
+    hub_classes=_hub_classes("MobileBert", next_sentence=True),
 )
 
 _DLAYER = "transformer.layer.{i}."
@@ -155,7 +167,7 @@ DISTILBERT = KeyTable(
         _r("classifier.{p}", "classifier.{p}"),
         _r("qa_outputs.{p}", "qa_outputs.{p}"),
     ),
-    hub_classes={"base": "DistilBertModel", "masked_lm": "DistilBertForMaskedLM"},
+    hub_classes=_hub_classes("DistilBert", next_sentence=False),
 )
 
 KEY_TABLES: dict[str, KeyTable] = {t.model_type: t for t in (BERT, MOBILEBERT, DISTILBERT)}

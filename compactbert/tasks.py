@@ -1,0 +1,229 @@
+"""Task heads on the shared encoder: sequence and token classification, extractive QA, multiple choice,
+next-sentence prediction and pretraining. Each family's differences come from its config
+(`sentence_head`, `head_dropout`, `has_next_sentence`); the heads carry no unused parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BaseConfig
+from .errors import ConfigError, InputError
+from .heads import Pooler
+from .modeling import ForMaskedLM, PreTrainedModel, _Auto
+
+
+@dataclass
+class ClassifierOutput:
+    logits: torch.Tensor  # (B, labels), (B, T, labels) for tokens, (B, choices) for multiple choice
+    loss: torch.Tensor | None = None
+
+
+@dataclass
+class QuestionAnsweringOutput:
+    start_logits: torch.Tensor  # (B, T)
+    end_logits: torch.Tensor  # (B, T)
+    loss: torch.Tensor | None = None  # mean of the start and end cross-entropies
+
+
+@dataclass
+class PreTrainingOutput:
+    prediction_logits: torch.Tensor  # (B, T, V)
+    seq_relationship_logits: torch.Tensor  # (B, 2)
+    loss: torch.Tensor | None = None  # masked-LM loss + next-sentence loss
+
+
+class _SentenceModel(PreTrainedModel):
+    """Encoder + one vector per sequence: the pooler, or DistilBERT's ReLU(pre_classifier(h[:, 0]))."""
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        hidden = config.encoder_spec().hidden_size
+        self.pooler = Pooler(hidden, config.pooler) if config.sentence_head == "pooler" else None
+        self.pre_classifier = nn.Linear(hidden, hidden) if config.sentence_head == "pre_classifier" else None
+        self.dropout = nn.Dropout(config.head_dropout(self.task))
+
+    def sentence_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        if self.pre_classifier is not None:
+            return self.dropout(F.relu(self.pre_classifier(hidden[:, 0])))
+        return self.dropout(self.pooler(hidden))  # type: ignore[misc]
+
+
+class ForSequenceClassification(_SentenceModel):
+    """`AutoModelForSequenceClassification`: single-label, multi-label or regression by `problem_type`."""
+
+    task = "sequence_classification"
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        self.classifier = nn.Linear(config.encoder_spec().hidden_size, config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
+        logits = self.classifier(self.sentence_vectors(input_ids, attention_mask, token_type_ids))  # (B, L)
+        return ClassifierOutput(logits, None if labels is None else self._loss(logits, labels))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n = self.config.num_labels
+        problem = self.config.problem_type
+        if problem is None:  # inferred as transformers does
+            problem = ("regression" if n == 1 else "single_label_classification"
+                       if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
+        if problem == "regression":
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype)) if n == 1 else \
+                F.mse_loss(logits, labels.to(logits.dtype))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, n), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class ForTokenClassification(PreTrainedModel):
+    """`AutoModelForTokenClassification`: one label per token; labels of -100 are ignored."""
+
+    task = "token_classification"
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.head_dropout(self.task))
+        self.classifier = nn.Linear(config.encoder_spec().hidden_size, config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
+        logits = self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))  # (B, T, L)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        return ClassifierOutput(logits, loss)
+
+
+class ForQuestionAnswering(PreTrainedModel):
+    """`AutoModelForQuestionAnswering`: start and end logits over the tokens (extractive QA).
+
+    Logits at padding are finfo.min, so the loss and the best span never depend on padding
+    (transformers scores padding positions too).
+    """
+
+    task = "question_answering"
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.head_dropout(self.task))
+        self.qa_outputs = nn.Linear(config.encoder_spec().hidden_size, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None) -> QuestionAnsweringOutput:
+        hidden = self.dropout(self.encoder(input_ids, attention_mask, token_type_ids))
+        logits = self.qa_outputs(hidden)  # (B, T, 2)
+        if attention_mask is not None:  # an answer never starts or ends in padding
+            logits = logits.masked_fill((attention_mask == 0)[..., None], torch.finfo(logits.dtype).min)
+        start, end = logits.unbind(dim=-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start.shape[1]  # positions outside the input are ignored, as in transformers
+            s = F.cross_entropy(start, start_positions.clamp(0, ignored), ignore_index=ignored)
+            e = F.cross_entropy(end, end_positions.clamp(0, ignored), ignore_index=ignored)
+            loss = (s + e) / 2
+        return QuestionAnsweringOutput(start.contiguous(), end.contiguous(), loss)
+
+
+class ForMultipleChoice(_SentenceModel):
+    """`AutoModelForMultipleChoice`: inputs (B, choices, T) -> one score per choice."""
+
+    task = "multiple_choice"
+
+    def __init__(self, config: BaseConfig) -> None:
+        super().__init__(config)
+        self.classifier = nn.Linear(config.encoder_spec().hidden_size, 1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
+        if input_ids.dim() != 3:
+            raise InputError(f"multiple choice takes input_ids of shape (batch, choices, length), "
+                             f"got {tuple(input_ids.shape)}")
+        b, c, t = input_ids.shape
+
+        def flat(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.reshape(b * c, t)
+
+        vectors = self.sentence_vectors(flat(input_ids), flat(attention_mask), flat(token_type_ids))
+        logits = self.classifier(vectors).view(b, c)
+        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits, labels))
+
+
+def _require_next_sentence(config: BaseConfig, task: str) -> None:
+    if not config.has_next_sentence:
+        raise ConfigError(f"{config.model_type} checkpoints have no next-sentence head, so {task} is not available")
+
+
+class ForNextSentencePrediction(PreTrainedModel):
+    """`AutoModelForNextSentencePrediction` (BERT/BORT, MobileBERT): is B the continuation of A?"""
+
+    task = "next_sentence"
+
+    def __init__(self, config: BaseConfig) -> None:
+        _require_next_sentence(config, "next-sentence prediction")
+        super().__init__(config)
+        hidden = config.encoder_spec().hidden_size
+        self.pooler = Pooler(hidden, config.pooler)  # type: ignore[arg-type]
+        self.nsp = nn.Linear(hidden, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
+        logits = self.nsp(self.pooler(self.encoder(input_ids, attention_mask, token_type_ids)))
+        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits, labels.view(-1)))
+
+
+class ForPreTraining(ForMaskedLM):
+    """`AutoModelForPreTraining`: masked-LM and next-sentence heads together (BERT/BORT, MobileBERT)."""
+
+    task = "pretraining"
+
+    def __init__(self, config: BaseConfig) -> None:
+        _require_next_sentence(config, "pretraining")
+        super().__init__(config)
+        hidden = config.encoder_spec().hidden_size
+        self.pooler = Pooler(hidden, config.pooler)  # type: ignore[arg-type]
+        self.nsp = nn.Linear(hidden, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,  # type: ignore[override]
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                next_sentence_label: torch.Tensor | None = None) -> PreTrainingOutput:
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        logits = self.mlm(hidden)
+        relationship = self.nsp(self.pooler(hidden))
+        loss = None
+        if labels is not None and next_sentence_label is not None:
+            mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+            loss = mlm + F.cross_entropy(relationship, next_sentence_label.view(-1))
+        return PreTrainingOutput(logits, relationship, loss)
+
+
+class AutoModelForSequenceClassification(_Auto):
+    model_class = ForSequenceClassification
+
+
+class AutoModelForTokenClassification(_Auto):
+    model_class = ForTokenClassification
+
+
+class AutoModelForQuestionAnswering(_Auto):
+    model_class = ForQuestionAnswering
+
+
+class AutoModelForMultipleChoice(_Auto):
+    model_class = ForMultipleChoice
+
+
+class AutoModelForNextSentencePrediction(_Auto):
+    model_class = ForNextSentencePrediction
+
+
+class AutoModelForPreTraining(_Auto):
+    model_class = ForPreTraining
