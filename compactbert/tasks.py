@@ -157,9 +157,16 @@ class ForMultipleChoice(_SentenceModel):
         return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits, labels))
 
 
-def _require_next_sentence(config: BaseConfig, task: str) -> None:
+def _check_next_sentence(config: BaseConfig, task: str) -> None:
     if not config.has_next_sentence:
         raise ConfigError(f"{config.model_type} checkpoints have no next-sentence head, so {task} is not available")
+
+
+def _add_next_sentence_head(model: PreTrainedModel) -> None:
+    """The pooler and `nsp` (Hub: cls.seq_relationship) Linear(hidden, 2) on a model."""
+    hidden = model.config.encoder_spec().hidden_size
+    model.pooler = Pooler(hidden, model.config.pooler)  # type: ignore[arg-type]
+    model.nsp = nn.Linear(hidden, 2)
 
 
 class ForNextSentencePrediction(PreTrainedModel):
@@ -168,11 +175,9 @@ class ForNextSentencePrediction(PreTrainedModel):
     task = "next_sentence"
 
     def __init__(self, config: BaseConfig) -> None:
-        _require_next_sentence(config, "next-sentence prediction")
+        _check_next_sentence(config, "next-sentence prediction")
         super().__init__(config)
-        hidden = config.encoder_spec().hidden_size
-        self.pooler = Pooler(hidden, config.pooler)  # type: ignore[arg-type]
-        self.nsp = nn.Linear(hidden, 2)
+        _add_next_sentence_head(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
@@ -186,11 +191,9 @@ class ForPreTraining(ForMaskedLM):
     task = "pretraining"
 
     def __init__(self, config: BaseConfig) -> None:
-        _require_next_sentence(config, "pretraining")
+        _check_next_sentence(config, "pretraining")
         super().__init__(config)
-        hidden = config.encoder_spec().hidden_size
-        self.pooler = Pooler(hidden, config.pooler)  # type: ignore[arg-type]
-        self.nsp = nn.Linear(hidden, 2)
+        _add_next_sentence_head(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,  # type: ignore[override]
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
