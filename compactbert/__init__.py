@@ -5,7 +5,7 @@ from .errors import (
     CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
 )
 from .hub import list_checkpoints
-from .pipelines import FillMaskPipeline, pipeline
+from .pipelines import FeatureExtractionPipeline, FillMaskPipeline, TextClassificationPipeline, pipeline
 from .tasks import (
     AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
     AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
-    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "ClassifierOutput",
+    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "ClassifierOutput", "FeatureExtractionPipeline", "TextClassificationPipeline",
     "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining", "ForQuestionAnswering",
     "ForSequenceClassification", "ForTokenClassification", "PreTrainingOutput", "QuestionAnsweringOutput", "BatchEncoding", "FillMaskPipeline",
     "Tokenizer", "pipeline", "BaseConfig", "BertConfig", "BortConfig",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from .errors import InputError
 from .hub import split_hub_kwargs
-from .modeling import AutoModelForMaskedLM, ForMaskedLM
+from .modeling import EncoderModel, ForMaskedLM, PreTrainedModel
+from .tasks import ForSequenceClassification
 from .tokenization import MASK_SPELLINGS, AutoTokenizer, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,36 @@ class _Candidate:
     ids: list[int]  # one id, or the pieces of a multi-token word
 
 
-class FillMaskPipeline:
+class _Pipeline:
+    """Model + tokenizer + batching shared by every pipeline: length-sorted batches, little padding."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Tokenizer, batch_size: int = 32) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        limits = [n for n in (tokenizer.model_max_length, model.config.max_position_embeddings) if n]
+        self.max_length = min(limits)
+
+    def _pad(self, items: Sequence[_Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        width = max(len(p.ids) for p in items)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([p.ids + [pad] * (width - len(p.ids)) for p in items])
+        attention = torch.tensor([[1] * len(p.ids) + [0] * (width - len(p.ids)) for p in items])
+        types = None
+        if self.tokenizer.returns_token_type_ids and self.model.config.encoder_spec().type_vocab_size:
+            types = torch.tensor([p.type_ids + [0] * (width - len(p.type_ids)) for p in items])
+        device = self.model.device
+        return ids.to(device), attention.to(device), None if types is None else types.to(device)
+
+    def _batches(self, items: Sequence[_Prepared], batch_size: int | None) -> Iterator[list[int]]:
+        """Indices of `items` in batches of similar length."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+        size = batch_size or self.batch_size
+        for start in range(0, len(order), size):
+            yield order[start:start + size]
+
+
+class FillMaskPipeline(_Pipeline):
     """Predict the tokens behind `[MASK]` / `<mask>`.
 
     Call with one text or a list. One text with one mask gives a list of
@@ -42,11 +72,7 @@ class FillMaskPipeline:
     def __init__(self, model: ForMaskedLM, tokenizer: Tokenizer, batch_size: int = 32) -> None:
         if tokenizer.mask_token_id is None:
             raise InputError("this tokenizer defines no mask token, so it cannot be used for fill-mask")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        limits = [n for n in (tokenizer.model_max_length, model.config.max_position_embeddings) if n]
-        self.max_length = min(limits)
+        super().__init__(model, tokenizer, batch_size)
 
     # ---------------------------------------------------------------- preparation
     def _prepare(self, texts: Sequence[str]) -> list[_Prepared]:
@@ -83,12 +109,10 @@ class FillMaskPipeline:
         return prepared
 
     # ---------------------------------------------------------------- model
-    def _mask_probs(self, items: list[_Prepared], batch_size: int) -> list[torch.Tensor]:
+    def _mask_probs(self, items: list[_Prepared], batch_size: int | None) -> list[torch.Tensor]:
         """Softmax over the vocabulary at every mask: one (masks, V) tensor per item."""
         out: list[torch.Tensor | None] = [None] * len(items)
-        order = sorted(range(len(items)), key=lambda i: len(items[i].ids))  # length-sorted: little padding
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in self._batches(items, batch_size):
             ids, attention, types = self._pad([items[i] for i in chunk])
             positions = ids == self.tokenizer.mask_token_id
             with torch.inference_mode():
@@ -98,17 +122,6 @@ class FillMaskPipeline:
             for i, part in zip(chunk, probs.split(counts)):
                 out[i] = part
         return out  # type: ignore[return-value]
-
-    def _pad(self, items: list[_Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        width = max(len(p.ids) for p in items)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([p.ids + [pad] * (width - len(p.ids)) for p in items])
-        attention = torch.tensor([[1] * len(p.ids) + [0] * (width - len(p.ids)) for p in items])
-        types = None
-        if self.tokenizer.returns_token_type_ids and self.model.config.encoder_spec().type_vocab_size:
-            types = torch.tensor([p.type_ids + [0] * (width - len(p.type_ids)) for p in items])
-        device = self.model.device
-        return ids.to(device), attention.to(device), None if types is None else types.to(device)
 
     # ---------------------------------------------------------------- targets
     def _candidates(self, targets: str | Sequence[str], space_before: bool) -> list[_Candidate]:
@@ -172,7 +185,7 @@ class FillMaskPipeline:
         if not texts:
             return []
         items = self._prepare(texts)
-        probs = self._mask_probs(items, batch_size or self.batch_size)
+        probs = self._mask_probs(items, batch_size)
         results = [self._postprocess(item, p, top_k, targets) for item, p in zip(items, probs)]
         if single or len(texts) == 1:
             return results[0]
@@ -226,35 +239,149 @@ def _warn_once(message: str) -> None:
         logger.warning(message)
 
 
-TASKS = {"fill-mask": FillMaskPipeline}
+_ALL = object()  # marker: top_k not given (transformers' legacy single-label output)
 
 
-def pipeline(task: str, model: str | os.PathLike | ForMaskedLM, tokenizer: str | Tokenizer | None = None,
+class TextClassificationPipeline(_Pipeline):
+    """Classify texts (or {"text", "text_pair"} pairs) with a sequence-classification model.
+
+    As in transformers: without `top_k`, one {"label", "score"} per text (one text: a list of one);
+    with `top_k` (an int, or None for every label), a list sorted by score per text.
+    `function_to_apply`: "softmax", "sigmoid" or "none"; by default from the config's problem type.
+    """
+
+    def __call__(self, inputs: str | dict | Sequence[str | dict], top_k: Any = _ALL,
+                 function_to_apply: str | None = None, batch_size: int | None = None) -> list[Any]:
+        single = isinstance(inputs, (str, dict))
+        rows = [inputs] if single else list(inputs)
+        texts, pairs = _split_pairs(rows)
+        encodings = self.tokenizer.encode_batch(texts, pairs, max_length=self.max_length)
+        items = [_Prepared(e.ids, e.type_ids, [], []) for e in encodings]
+        logits: list[torch.Tensor | None] = [None] * len(items)
+        for chunk in self._batches(items, batch_size):
+            with torch.inference_mode():
+                out = self.model(*self._pad([items[i] for i in chunk])).logits.float().cpu()
+            for i, row in zip(chunk, out):
+                logits[i] = row
+        results = [self._scores(row, top_k, function_to_apply) for row in logits]  # type: ignore[arg-type]
+        if isinstance(inputs, str) and top_k is _ALL:
+            return [results[0]]  # transformers' legacy shape: one text gives a list of one
+        return results[0] if single else results
+
+    def _scores(self, logits: torch.Tensor, top_k: Any, function: str | None) -> Any:
+        config = self.model.config
+        if function is None:
+            if config.problem_type == "regression":
+                function = "none"
+            elif config.problem_type == "multi_label_classification" or config.num_labels == 1:
+                function = "sigmoid"
+            else:
+                function = "softmax"
+        if function == "softmax":
+            scores = logits.softmax(-1)
+        elif function == "sigmoid":
+            scores = logits.sigmoid()
+        elif function == "none":
+            scores = logits
+        else:
+            raise InputError(f"function_to_apply must be 'softmax', 'sigmoid' or 'none', got {function!r}")
+        labels = config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
+        if top_k is _ALL:
+            best = int(scores.argmax())
+            return {"label": labels[best], "score": float(scores[best])}
+        ranked = sorted(({"label": labels[i], "score": float(v)} for i, v in enumerate(scores)),
+                        key=lambda d: -d["score"])
+        return ranked if top_k is None else ranked[:top_k]
+
+
+class FeatureExtractionPipeline(_Pipeline):
+    """Sentence embeddings (mean over the attention mask by default) or token vectors.
+
+    pooling: "mean", "cls" (first token) or None (one (T, H) tensor per text).
+    normalize: scale pooled vectors to unit length (cosine similarity becomes a dot product).
+    """
+
+    def __call__(self, inputs: str | Sequence[str], pooling: str | None = "mean", normalize: bool = False,
+                 batch_size: int | None = None) -> torch.Tensor | list[torch.Tensor]:
+        if pooling not in ("mean", "cls", None):
+            raise InputError(f"pooling must be 'mean', 'cls' or None, got {pooling!r}")
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        if not texts:
+            return []
+        encodings = self.tokenizer.encode_batch(texts, max_length=self.max_length)
+        items = [_Prepared(e.ids, e.type_ids, [], []) for e in encodings]
+        vectors: list[torch.Tensor | None] = [None] * len(items)
+        for chunk in self._batches(items, batch_size):
+            ids, attention, types = self._pad([items[i] for i in chunk])
+            with torch.inference_mode():
+                hidden = self.model(ids, attention, types).last_hidden_state.float()  # (b, T, H)
+            for row, i in enumerate(chunk):
+                tokens = hidden[row, : len(items[i].ids)].cpu()  # real tokens only
+                vectors[i] = tokens if pooling is None else tokens.mean(0) if pooling == "mean" else tokens[0]
+        if pooling is None:
+            return vectors[0] if single else vectors  # type: ignore[return-value]
+        out = torch.stack(vectors)  # type: ignore[arg-type]
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return out[0] if single else out
+
+
+def _split_pairs(rows: Sequence[str | dict]) -> tuple[list[str], list[str] | None]:
+    texts, pairs = [], []
+    for n, row in enumerate(rows):
+        if isinstance(row, str):
+            texts.append(row)
+        elif isinstance(row, dict) and "text" in row:
+            texts.append(row["text"])
+            if "text_pair" in row:
+                pairs.append(row["text_pair"])
+        else:
+            raise InputError(f"input {n} must be a string or a dict with 'text' (and 'text_pair'), got {row!r}")
+    if pairs and len(pairs) != len(texts):
+        raise InputError("either every input has a text_pair or none does")
+    return texts, pairs or None
+
+
+# task -> (pipeline class, model class it loads)
+TASKS: dict[str, tuple[type[_Pipeline], type[PreTrainedModel]]] = {
+    "fill-mask": (FillMaskPipeline, ForMaskedLM),
+    "text-classification": (TextClassificationPipeline, ForSequenceClassification),
+    "sentiment-analysis": (TextClassificationPipeline, ForSequenceClassification),
+    "feature-extraction": (FeatureExtractionPipeline, EncoderModel),
+}
+
+
+def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: str | Tokenizer | None = None,
              dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
-             batch_size: int = 32, quantize: str | None = None, **kwargs: Any) -> FillMaskPipeline:
+             batch_size: int = 32, quantize: str | None = None, **kwargs: Any) -> Any:
     """Build a pipeline for `task` from a model name, folder or instance.
 
+    Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction.
     Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
-    quantize="int8" applies dynamic int8 quantization to the model's linear layers (CPU).
+    quantize="int8" applies dynamic int8 quantization to the encoder's linear layers (CPU).
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; available: {', '.join(sorted(TASKS))}")
+    pipeline_class, model_class = TASKS[task]
     hub, rest = split_hub_kwargs(kwargs)
     if rest:
         raise TypeError(f"pipeline() got unexpected arguments: {', '.join(rest)}")
-    if isinstance(model, ForMaskedLM):
+    if isinstance(model, PreTrainedModel):
+        if not isinstance(model, model_class):
+            raise InputError(f"{task} needs a {model_class.__name__}, got a {type(model).__name__}")
         if tokenizer is None:
             raise InputError("pass tokenizer=... (a name, folder or Tokenizer) along with a model instance")
         loaded = model.quantize(quantize) if quantize else model
     else:
-        loaded = AutoModelForMaskedLM.from_pretrained(model, dtype=dtype, quantize=quantize,  # type: ignore[assignment]
-                                                      **hub)
+        loaded = model_class.from_pretrained(model, dtype=dtype, quantize=quantize, **hub)
         tokenizer = tokenizer if tokenizer is not None else str(model)
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)
     if device is not None:
         loaded = loaded.to(device)
-    return TASKS[task](loaded, tokenizer, batch_size=batch_size)
+    return pipeline_class(loaded, tokenizer, batch_size=batch_size)
 
 
-__all__ = ["FillMaskPipeline", "MASK_SPELLINGS", "pipeline"]
+__all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "TextClassificationPipeline",
+           "pipeline"]

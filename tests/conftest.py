@@ -126,8 +126,8 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
     return write(folder, BPE_CORPUS * 20, vocab_size)
 
 
-def fill_mask_checkpoint(folder: Path, family: str, **changes) -> Path:
-    """A perturbed tiny masked-LM of `family` with a real tokenizer, saved in Hub layout.
+def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **changes) -> Path:
+    """A perturbed tiny model of `family` (masked-LM by default) with a real tokenizer, in Hub layout.
 
     bert gets the BORT layout (BPE tokenizer, one token type, pad id 1); the others WordPiece.
     """
@@ -139,7 +139,7 @@ def fill_mask_checkpoint(folder: Path, family: str, **changes) -> Path:
     else:
         write_wordpiece_tokenizer(folder)
         config = TINY[family](vocab_size=30522, max_position_embeddings=64, **changes)
-    model = oracle_model(config)
+    model = oracle_model(config, task)
     model.config.tokenizer_class = "RobertaTokenizer" if family == "bert" else None
     save_oracle(model, folder)
     return folder

@@ -10,12 +10,12 @@ import sys
 import pytest
 
 import compactbert as cb
-from conftest import fill_mask_checkpoint
+from conftest import tokenized_checkpoint
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return fill_mask_checkpoint(tmp_path_factory.mktemp("cli") / "distil", "distilbert")
+    return tokenized_checkpoint(tmp_path_factory.mktemp("cli") / "distil", "distilbert")
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

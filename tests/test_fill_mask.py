@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import fill_mask_checkpoint, transformers
+from conftest import tokenized_checkpoint, transformers
 
 FAMILIES = ["distilbert", "mobilebert", "bert"]
 
@@ -16,7 +16,7 @@ FAMILIES = ["distilbert", "mobilebert", "bert"]
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("fill-mask")
-    return {family: fill_mask_checkpoint(root / family, family) for family in FAMILIES}
+    return {family: tokenized_checkpoint(root / family, family) for family in FAMILIES}
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import compactbert as cb
-from conftest import fill_mask_checkpoint
+from conftest import tokenized_checkpoint
 from hub_server import HubServer
 
 TEXT = "The quick brown [MASK] jumps over the lazy dog."
@@ -48,7 +48,7 @@ def same_predictions(cli_json: str, expected: list[dict]) -> None:
 
 
 def test_download_then_offline_from_cache(hub, tmp_path):
-    folder = fill_mask_checkpoint(tmp_path / "repo", "distilbert")
+    folder = tokenized_checkpoint(tmp_path / "repo", "distilbert")
     shutil.copy(folder / "model.safetensors", folder / "pytorch_model.bin")  # must not be fetched
     hub.add("org/tiny-distil", folder)
 
@@ -66,8 +66,8 @@ def test_download_then_offline_from_cache(hub, tmp_path):
 
 
 def test_revisions(hub, tmp_path):
-    main = fill_mask_checkpoint(tmp_path / "main", "mobilebert")
-    v1 = fill_mask_checkpoint(tmp_path / "v1", "mobilebert", num_feedforward_networks=2)
+    main = tokenized_checkpoint(tmp_path / "main", "mobilebert")
+    v1 = tokenized_checkpoint(tmp_path / "v1", "mobilebert", num_feedforward_networks=2)
     hub.add("org/mobile", main)
     commit = hub.add("org/mobile", v1, revision="v1")
     for revision in ("v1", commit):
@@ -79,7 +79,7 @@ def test_revisions(hub, tmp_path):
 
 
 def test_python_api_by_name(hub, tmp_path):
-    folder = fill_mask_checkpoint(tmp_path / "repo", "distilbert")
+    folder = tokenized_checkpoint(tmp_path / "repo", "distilbert")
     hub.add("org/api", folder)
     cache = tmp_path / "explicit-cache"
     code = f"""
@@ -106,13 +106,13 @@ def test_unknown_repository(hub, tmp_path):
 
 
 def test_unknown_revision(hub, tmp_path):
-    hub.add("org/repo", fill_mask_checkpoint(tmp_path / "repo", "distilbert"))
+    hub.add("org/repo", tokenized_checkpoint(tmp_path / "repo", "distilbert"))
     out = run(hub, tmp_path, "download", "org/repo", "--revision", "nope")
     assert out.returncode == 1 and "revision 'nope' does not exist in 'org/repo'" in out.stderr
 
 
 def test_repository_without_weights(hub, tmp_path):
-    folder = fill_mask_checkpoint(tmp_path / "repo", "distilbert")
+    folder = tokenized_checkpoint(tmp_path / "repo", "distilbert")
     (folder / "model.safetensors").unlink()
     hub.add("org/no-weights", folder)
     out = run(hub, tmp_path, "download", "org/no-weights")
@@ -120,7 +120,7 @@ def test_repository_without_weights(hub, tmp_path):
 
 
 def test_offline_cache_miss(hub, tmp_path):
-    hub.add("org/never-fetched", fill_mask_checkpoint(tmp_path / "repo", "distilbert"))
+    hub.add("org/never-fetched", tokenized_checkpoint(tmp_path / "repo", "distilbert"))
     out = run(hub, tmp_path, "fill-mask", TEXT, "--model", "org/never-fetched", offline=True)
     assert out.returncode == 1
     assert "is not in the local cache" in out.stderr and "compactbert download org/never-fetched" in out.stderr
@@ -128,7 +128,7 @@ def test_offline_cache_miss(hub, tmp_path):
 
 
 def test_alias_resolves_and_bort_warns_once(hub, tmp_path):
-    folder = fill_mask_checkpoint(tmp_path / "bort", "bert")
+    folder = tokenized_checkpoint(tmp_path / "bort", "bert")
     hub.add("amazon/bort", folder)
     out = run(hub, tmp_path, "fill-mask", "Hello [MASK] world.", "The <mask> barked.", "--model", "bort")
     assert out.returncode == 0, out.stderr

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import fill_mask_checkpoint, padded_batch
+from conftest import tokenized_checkpoint, padded_batch
 
 
 def test_int8_quantizes_encoder_linears_and_stays_close(tiny_checkpoint):
@@ -39,7 +39,7 @@ def test_int8_options_are_checked(tiny_checkpoint):
 
 
 def test_int8_pipeline(tmp_path):
-    folder = fill_mask_checkpoint(tmp_path / "m", "mobilebert")
+    folder = tokenized_checkpoint(tmp_path / "m", "mobilebert")
     fill = cb.pipeline("fill-mask", model=folder, quantize="int8")
     assert len(fill("The quick brown [MASK] jumps.")) == 5
 
