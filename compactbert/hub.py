@@ -10,7 +10,7 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .errors import CheckpointError, UnknownModelError
 
@@ -118,15 +118,6 @@ def find_file(name_or_path: str | os.PathLike, filename: str, **hub_kwargs: Any)
     return _download(repo_id, filename, **hub_kwargs)
 
 
-def find_first(name_or_path: str | os.PathLike, filenames: Iterable[str], **hub_kwargs: Any) -> Path | None:
-    """The first of `filenames` that the checkpoint has (only that one is downloaded)."""
-    for filename in filenames:
-        path = find_file(name_or_path, filename, **hub_kwargs)
-        if path is not None:
-            return path
-    return None
-
-
 def _download(repo_id: str, filename: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
               local_files_only: bool = False, token: str | bool | None = None,
               force_download: bool = False) -> Path | None:
@@ -167,13 +158,3 @@ def _cached_anything(repo_id: str, cache_dir: str | os.PathLike | None, revision
     from huggingface_hub import try_to_load_from_cache
 
     return try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision) is not None
-
-
-def download(name: str, filenames: Iterable[str], **hub_kwargs: Any) -> list[Path]:
-    """Fetch the given files of a checkpoint into the cache (missing optional files are skipped)."""
-    paths = []
-    for filename in filenames:
-        path = find_file(name, filename, **hub_kwargs)
-        if path is not None:
-            paths.append(path)
-    return paths

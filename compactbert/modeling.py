@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import KEY_TABLES, LoadReport, hub_to_internal, internal_to_hub, place_weights, read_weights
+from .checkpoints.convert import decoder_is_tied
 from .checkpoints.files import save_folder, write_json, write_safetensors
 from .config import AutoConfig, BaseConfig
 from .encoder import Encoder, init_module
@@ -133,7 +134,7 @@ class PreTrainedModel(nn.Module):
         place_weights(model, internal, origin, model.key_table, report, strict=strict)
         if file_dtype is not None and file_dtype != target and file_dtype.is_floating_point:
             report.notes.append(f"weights stored as {file_dtype} were converted to {target}")
-        if not _decoder_tied(model):
+        if hasattr(model, "mlm") and not decoder_is_tied(model, model.key_table):
             model.config.tie_word_embeddings = False
         model.load_report = report
         message = report.message()
@@ -178,7 +179,8 @@ class PreTrainedModel(nn.Module):
         tensors = self.hub_state_dict()
         data = self.config.to_dict()
         data["architectures"] = [self.key_table.hub_classes[self.task]]
-        data["tie_word_embeddings"] = _decoder_tied(self) if hasattr(self, "mlm") else self.config.tie_word_embeddings
+        data["tie_word_embeddings"] = (decoder_is_tied(self, self.key_table) if hasattr(self, "mlm")
+                                       else self.config.tie_word_embeddings)
         data["dtype"] = str(self.dtype).replace("torch.", "")
         return save_folder(directory, {
             "model.safetensors": lambda path: write_safetensors(tensors, path),
@@ -208,13 +210,6 @@ class PreTrainedModel(nn.Module):
             quantize_dynamic(self.encoder, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
         self.eval()
         return self
-
-
-def _decoder_tied(model: nn.Module) -> bool:
-    mlm = getattr(model, "mlm", None)
-    if mlm is None:
-        return True
-    return mlm.decoder is model.encoder.embeddings.word.weight  # type: ignore[union-attr]
 
 
 def _refuse_unsafe_dtype(config: BaseConfig, dtype: torch.dtype) -> None:

@@ -83,7 +83,7 @@ def place_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: dict
                   table: KeyTable, report: LoadReport, strict: bool = True) -> None:
     """Copy `state` (internal names) into `model`; every tensor is placed, tied, or reported."""
     params = dict(model.named_parameters(remove_duplicate=False))
-    tied = _decoder_is_tied(model, table)
+    tied = decoder_is_tied(model, table)
     if table.decoder in state and table.decoder in params:
         if tied:
             word = state.get(table.word_embeddings, params[table.word_embeddings])
@@ -123,7 +123,8 @@ def place_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: dict
     report.new_head.extend(n for n in missing)
 
 
-def _decoder_is_tied(model: nn.Module, table: KeyTable) -> bool:
+def decoder_is_tied(model: nn.Module, table: KeyTable) -> bool:
+    """Whether the model's masked-LM decoder is the word-embedding matrix itself."""
     params = dict(model.named_parameters(remove_duplicate=False))
     if table.decoder not in params:
         return False
@@ -132,7 +133,7 @@ def _decoder_is_tied(model: nn.Module, table: KeyTable) -> bool:
 
 def internal_to_hub(model: nn.Module, table: KeyTable, with_prefix: bool) -> dict[str, torch.Tensor]:
     """The model's weights under Hub names; each tied tensor once, aliases only when untied."""
-    tied = _decoder_is_tied(model, table)
+    tied = decoder_is_tied(model, table)
     out: dict[str, torch.Tensor] = {}
     for name, param in model.named_parameters():  # remove_duplicate=True: a tied tensor appears once
         names = table.to_hub(name, with_prefix)
