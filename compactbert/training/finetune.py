@@ -1,0 +1,188 @@
+"""A compact fine-tuning loop, readable in one sitting.
+
+AdamW with no weight decay on biases and norms, linear warm-up then linear decay, global
+gradient-norm clipping, gradient accumulation, optional bf16 autocast, evaluation after every
+epoch, keep-best, seeded shuffling. Works for any compactbert model whose forward returns `.loss`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..layers import NoNorm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 3  # passes over the training data
+    batch_size: int = 16  # examples per optimizer step (per micro-batch x gradient_accumulation)
+    learning_rate: float = 5e-5  # peak learning rate, reached after warm-up
+    weight_decay: float = 0.01  # decoupled decay, never on biases or norm weights
+    warmup_ratio: float = 0.1  # share of all steps spent warming up linearly from 0
+    max_grad_norm: float = 1.0  # global gradient-norm clip; 0 disables clipping
+    gradient_accumulation: int = 1  # micro-batches per optimizer step
+    bf16: bool = False  # bfloat16 autocast for the forward pass
+    seed: int = 0  # shuffling and initialisation of new heads
+    metric: str = "accuracy"  # evaluation metric that decides the best epoch
+    output_dir: str | os.PathLike | None = None  # the best model is saved here (Hub layout)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
+            raise ValueError("epochs, batch_size and gradient_accumulation must be at least 1")
+        if self.batch_size % self.gradient_accumulation:
+            raise ValueError(f"batch_size {self.batch_size} must be divisible by gradient_accumulation "
+                             f"{self.gradient_accumulation}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class TrainingResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: train_loss and eval metrics
+    best_epoch: int | None = None  # 1-based
+    best_metric: float | None = None
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: weight matrices and embeddings decay; biases and norm weights do not."""
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, (nn.LayerNorm, NoNorm)):
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in no_decay_ids or name.endswith("bias"):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning-rate factor rising linearly from 0 over warm-up, then falling linearly to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+              config: TrainingConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None
+              ) -> TrainingResult:
+    """Train `model` on `train`; `collate` turns a list of examples into model keyword arguments
+    (with labels). After each epoch `evaluate(model)` returns metrics; the best epoch by
+    `config.metric` is restored at the end (and saved to `config.output_dir`)."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    micro = config.batch_size // config.gradient_accumulation
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
+    scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
+    result, best_state = TrainingResult(), None
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=generator).tolist()
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            step_examples = [train[i] for i in order[start:start + config.batch_size]]
+            optimizer.zero_grad(set_to_none=True)
+            for m in range(0, len(step_examples), micro):
+                part = step_examples[m:m + micro]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                    loss = model(**collate(part)).loss
+                # weight each micro-batch by its share of the step, so accumulation equals one big batch
+                (loss * len(part) / len(step_examples)).backward()
+                losses.append(loss.item())
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+        record = {"epoch": epoch, "train_loss": sum(losses) / len(losses)}
+        if evaluate is not None:
+            model.eval()
+            with torch.no_grad():
+                record.update(evaluate(model))
+            score = record.get(config.metric)
+            if score is not None and (result.best_metric is None or score > result.best_metric):
+                result.best_metric, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        logger.info("epoch %d: %s", epoch, record)
+        result.history.append(record)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    if config.output_dir is not None and hasattr(model, "save_pretrained"):
+        model.save_pretrained(config.output_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------- text classification
+
+@dataclass
+class TextExample:
+    text: str
+    label: int
+    text_pair: str | None = None
+
+
+def classification_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[list[TextExample]], dict]:
+    """Batch text examples into padded model inputs with `labels`."""
+
+    def collate(examples: list[TextExample]) -> dict[str, torch.Tensor]:
+        pairs = [e.text_pair for e in examples]
+        batch = tokenizer([e.text for e in examples], None if pairs[0] is None else pairs, max_length=max_length)
+        batch["labels"] = torch.tensor([e.label for e in examples])
+        return dict(batch)
+
+    return collate
+
+
+def classification_metrics(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
+                           batch_size: int = 32) -> dict[str, float]:
+    """Accuracy and macro-averaged F1 of a sequence classifier on labelled examples."""
+    collate = classification_collate(tokenizer)
+    predictions, labels = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(list(examples[start:start + batch_size]))
+        gold = batch.pop("labels")
+        predictions += model(**batch).logits.argmax(-1).tolist()
+        labels += gold.tolist()
+    classes = sorted(set(labels) | set(predictions))
+    f1s = []
+    for c in classes:
+        tp = sum(p == c and g == c for p, g in zip(predictions, labels))
+        fp = sum(p == c and g != c for p, g in zip(predictions, labels))
+        fn = sum(p != c and g == c for p, g in zip(predictions, labels))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    accuracy = sum(p == g for p, g in zip(predictions, labels)) / max(1, len(labels))
+    return {"accuracy": accuracy, "f1": sum(f1s) / max(1, len(f1s))}
+
+
+def read_csv_examples(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
+                      text_pair_column: str | None = None) -> list[TextExample]:
+    """Labelled examples from a CSV file with a header row; labels must be integers."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {text_column, label_column, text_pair_column or text_column} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path} has no column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}")
+        return [TextExample(row[text_column], int(row[label_column]),
+                            row[text_pair_column] if text_pair_column else None) for row in reader]
