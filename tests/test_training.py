@@ -95,3 +95,25 @@ def test_fine_tuning_real_weights_learns(tmp_path):
     saved = cb.AutoModelForSequenceClassification.from_pretrained(tmp_path / "best")
     assert classification_metrics(saved, held_out, tokenizer)["accuracy"] == after["accuracy"]
     assert isinstance(train[0], TextExample) and len(train) == 80 and len(dev) == 40
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(tmp_path):
+    """The same global batch on 2 processes (DDP, gloo) gives the single-process result."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent / "ddp_train.py"
+    single, double = tmp_path / "single.pt", tmp_path / "double.pt"
+    run = subprocess.run([sys.executable, str(script), str(single)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(double)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = torch.load(single), torch.load(double)
+    assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
+    for name, value in a["params"].items():
+        assert torch.allclose(value, b["params"][name], atol=1e-5), name
+    # equal because both trained the same way, not because nothing moved
+    assert all(torch.equal(a["initial"][k], b["initial"][k]) for k in a["initial"])
+    assert not torch.allclose(a["params"]["classifier.weight"], a["initial"]["classifier.weight"], atol=1e-4)

@@ -7,6 +7,7 @@ epoch, keep-best, seeded shuffling. Works for any compactbert model whose forwar
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -81,17 +82,48 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class _Distributed:
+    """Rank and world size under torchrun (gloo on CPU, nccl on GPU); a single process otherwise."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    def shard(self, examples: list[Any]) -> list[Any]:
+        """This rank's contiguous share of a global batch (possibly empty for a short last batch)."""
+        per = math.ceil(len(examples) / self.world)
+        return examples[self.rank * per:(self.rank + 1) * per]
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return tensor.item() / self.world
+
+
 def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[Any]], dict[str, torch.Tensor]],
               config: TrainingConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None
               ) -> TrainingResult:
     """Train `model` on `train`; `collate` turns a list of examples into model keyword arguments
     (with labels). After each epoch `evaluate(model)` returns metrics; the best epoch by
-    `config.metric` is restored at the end (and saved to `config.output_dir`)."""
+    `config.metric` is restored at the end (and saved to `config.output_dir`).
+
+    Runs unchanged under `torchrun --nproc_per_node=N`: each global batch of `batch_size` is split
+    across the processes and gradients are averaged (DistributedDataParallel), so the result equals
+    a single-process run with the same global batch. Only rank 0 logs and saves.
+    """
+    dist = _Distributed()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     micro = config.batch_size // config.gradient_accumulation
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
+    runner: nn.Module = model
+    if dist.world > 1:
+        runner = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
     result, best_state = TrainingResult(), None
@@ -100,20 +132,28 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
         order = torch.randperm(len(train), generator=generator).tolist()
         losses = []
         for start in range(0, len(order), config.batch_size):
-            step_examples = [train[i] for i in order[start:start + config.batch_size]]
+            global_batch = [train[i] for i in order[start:start + config.batch_size]]
+            mine = dist.shard(global_batch)
+            parts = [mine[m:m + micro] for m in range(0, len(mine), micro)] or [[]]
             optimizer.zero_grad(set_to_none=True)
-            for m in range(0, len(step_examples), micro):
-                part = step_examples[m:m + micro]
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                    loss = model(**collate(part)).loss
-                # weight each micro-batch by its share of the step, so accumulation equals one big batch
-                (loss * len(part) / len(step_examples)).backward()
-                losses.append(loss.item())
+            for n, part in enumerate(parts):
+                last = n == len(parts) - 1
+                sync = runner.no_sync() if (dist.world > 1 and not last) else contextlib.nullcontext()
+                with sync:
+                    if not part:  # a short last batch left this rank nothing: join the all-reduce with zeros
+                        (sum(p.sum() for p in model.parameters()) * 0.0).backward()
+                        continue
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                        loss = runner(**collate(part)).loss
+                    # Weight each micro-batch by its share of the global batch (times the world size,
+                    # which DDP's averaging divides out): the gradient is the global-batch mean.
+                    (loss * len(part) * dist.world / len(global_batch)).backward()
+                    losses.append(loss.item() * len(part))
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-        record = {"epoch": epoch, "train_loss": sum(losses) / len(losses)}
+        record = {"epoch": epoch, "train_loss": dist.mean(sum(losses)) * dist.world / len(train)}
         if evaluate is not None:
             model.eval()
             with torch.no_grad():
@@ -122,12 +162,13 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
             if score is not None and (result.best_metric is None or score > result.best_metric):
                 result.best_metric, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
-        logger.info("epoch %d: %s", epoch, record)
+        if dist.rank == 0:
+            logger.info("epoch %d: %s", epoch, record)
         result.history.append(record)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    if config.output_dir is not None and hasattr(model, "save_pretrained"):
+    if config.output_dir is not None and dist.rank == 0 and hasattr(model, "save_pretrained"):
         model.save_pretrained(config.output_dir)
     return result
 
