@@ -92,3 +92,37 @@ def test_list_and_env():
 def test_usage_error_exit_code():
     out = cli("fill-mask", "text")  # --model is required
     assert out.returncode == 2 and "--model" in out.stderr
+
+
+@pytest.mark.slow
+def test_finetune_text_classification(tmp_path):
+    """Fine-tune real MiniLM weights on the shipped CSVs with string labels; transformers loads the result."""
+    import csv
+
+    from conftest import minilm_folder, transformers
+
+    data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
+    names = {"0": "negative", "1": "positive"}
+    for split in ("train", "dev"):  # string labels, renamed columns
+        with open(data / f"sentiment_{split}.csv") as src, open(tmp_path / f"{split}.csv", "w", newline="") as dst:
+            out = csv.writer(dst)
+            out.writerow(["review", "sentiment"])
+            out.writerows((row["text"], names[row["label"]]) for row in csv.DictReader(src))
+    out_dir = tmp_path / "model"
+    run = cli("finetune", "text-classification", "--model", str(minilm_folder()), "--train", str(tmp_path / "train.csv"),
+              "--validation", str(tmp_path / "dev.csv"), "--text-column", "review", "--label-column", "sentiment",
+              "--epochs", "4", "--learning-rate", "1e-4", "--output-dir", str(out_dir))
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["eval_accuracy"] >= 0.85 and metrics["best_epoch"] in (1, 2, 3, 4)
+    theirs = transformers.pipeline("text-classification", model=str(out_dir), device="cpu")
+    assert theirs("A wonderful, heartwarming film.")[0]["label"] in ("negative", "positive")
+    ours = cb.pipeline("text-classification", model=out_dir)
+    assert ours("A wonderful, heartwarming film.")[0]["label"] == theirs("A wonderful, heartwarming film.")[0]["label"]
+
+
+def test_finetune_bad_label_column(tmp_path, model_dir):
+    (tmp_path / "train.csv").write_text("text,label\nfine,1\n")
+    out = cli("finetune", "text-classification", "--model", str(model_dir), "--train", str(tmp_path / "train.csv"),
+              "--label-column", "stars", "--output-dir", str(tmp_path / "o"))
+    assert out.returncode == 1 and "has no column(s) stars" in out.stderr

@@ -3,10 +3,10 @@ package; nothing in the core imports it."""
 
 from .finetune import (
     TextExample, TrainingConfig, TrainingResult, classification_collate, classification_metrics, fine_tune,
-    linear_schedule, parameter_groups, read_csv_examples,
+    label_mapping, linear_schedule, parameter_groups, read_csv_examples,
 )
 
 __all__ = [
     "TextExample", "TrainingConfig", "TrainingResult", "classification_collate", "classification_metrics",
-    "fine_tune", "linear_schedule", "parameter_groups", "read_csv_examples",
+    "fine_tune", "label_mapping", "linear_schedule", "parameter_groups", "read_csv_examples",
 ]

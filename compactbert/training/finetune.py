@@ -216,14 +216,39 @@ def classification_metrics(model: nn.Module, examples: Sequence[TextExample], to
 
 
 def read_csv_examples(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
-                      text_pair_column: str | None = None) -> list[TextExample]:
-    """Labelled examples from a CSV file with a header row; labels must be integers."""
+                      text_pair_column: str | None = None,
+                      label2id: dict[str, int] | None = None) -> list[TextExample]:
+    """Labelled examples from a CSV file with a header row.
+
+    Labels are integers, or names mapped through `label2id` (see `label_mapping`).
+    """
+    rows = _read_csv(path, [text_column, label_column] + ([text_pair_column] if text_pair_column else []))
+    examples = []
+    for n, row in enumerate(rows, 2):  # line numbers as an editor shows them (header is line 1)
+        raw = row[label_column].strip()
+        try:
+            label = label2id[raw] if label2id is not None else int(raw)
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}, line {n}: label {raw!r} is not "
+                             f"{'one of ' + ', '.join(label2id) if label2id else 'an integer'}") from None
+        examples.append(TextExample(row[text_column], label, row[text_pair_column] if text_pair_column else None))
+    return examples
+
+
+def label_mapping(path: str | os.PathLike, label_column: str = "label") -> dict[str, int]:
+    """label name -> id for a CSV's labels: integers keep their value, names are numbered in sorted order."""
+    names = sorted({row[label_column].strip() for row in _read_csv(path, [label_column])})
+    if all(name.lstrip("-").isdigit() for name in names):
+        return {name: int(name) for name in names}
+    return {name: i for i, name in enumerate(names)}
+
+
+def _read_csv(path: str | os.PathLike, columns: list[str]) -> list[dict[str, str]]:
     import csv
 
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        missing = {text_column, label_column, text_pair_column or text_column} - set(reader.fieldnames or [])
+        missing = set(columns) - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path} has no column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}")
-        return [TextExample(row[text_column], int(row[label_column]),
-                            row[text_pair_column] if text_pair_column else None) for row in reader]
+        return list(reader)
