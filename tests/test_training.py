@@ -117,3 +117,45 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     # equal because both trained the same way, not because nothing moved
     assert all(torch.equal(a["initial"][k], b["initial"][k]) for k in a["initial"])
     assert not torch.allclose(a["params"]["classifier.weight"], a["initial"]["classifier.weight"], atol=1e-4)
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    config, tokenizer, examples = _tiny_setup()
+    config = config.replace(hidden_dropout_prob=0.1)  # dropout on: the random generators must be restored too
+    settings = dict(epochs=3, batch_size=8, seed=1)
+
+    def run(evaluate, resume=False, model=None):
+        torch.manual_seed(0)
+        model = model or cb.AutoModelForSequenceClassification.from_config(config)
+        result = fine_tune(model, examples, classification_collate(tokenizer),
+                           TrainingConfig(checkpoint_dir=tmp_path / "state", **settings), evaluate, resume=resume)
+        return model, result
+
+    straight, straight_result = run(lambda m: {"accuracy": 0.5})
+    (tmp_path / "state" / "trainer_state.pt").unlink()
+
+    calls = []
+
+    def interrupt_at_epoch_3(model):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process dies during epoch 3's evaluation
+        return {"accuracy": 0.5}
+
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupt_at_epoch_3)
+    state = torch.load(tmp_path / "state" / "trainer_state.pt", weights_only=True)
+    assert state["epoch"] == 2
+    resumed, resumed_result = run(lambda m: {"accuracy": 0.5}, resume=True)
+    assert [h["train_loss"] for h in resumed_result.history] == [h["train_loss"] for h in straight_result.history]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_progress_bar(capsys):
+    config, tokenizer, examples = _tiny_setup()
+    model = cb.AutoModelForSequenceClassification.from_config(config)
+    fine_tune(model, examples[:16], classification_collate(tokenizer),
+              TrainingConfig(epochs=2, batch_size=8, progress=True))
+    err = capsys.readouterr().err
+    assert "fine-tuning" in err and "4/4" in err

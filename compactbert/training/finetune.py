@@ -36,6 +36,8 @@ class TrainingConfig:
     seed: int = 0  # shuffling and initialisation of new heads
     metric: str = "accuracy"  # evaluation metric that decides the best epoch
     output_dir: str | os.PathLike | None = None  # the best model is saved here (Hub layout)
+    checkpoint_dir: str | os.PathLike | None = None  # trainer state after every epoch, for resume=True
+    progress: bool = False  # a progress bar on standard error (rank 0 only)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -104,12 +106,27 @@ class _Distributed:
         return tensor.item() / self.world
 
 
+_STATE_FILE = "trainer_state.pt"
+
+
+def _save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write the trainer state atomically: an interrupted write keeps the previous epoch's state."""
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, _STATE_FILE)
+    torch.save(state, target + ".tmp")
+    os.replace(target + ".tmp", target)
+
+
 def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[Any]], dict[str, torch.Tensor]],
-              config: TrainingConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None
-              ) -> TrainingResult:
+              config: TrainingConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+              resume: bool = False) -> TrainingResult:
     """Train `model` on `train`; `collate` turns a list of examples into model keyword arguments
     (with labels). After each epoch `evaluate(model)` returns metrics; the best epoch by
     `config.metric` is restored at the end (and saved to `config.output_dir`).
+
+    With `config.checkpoint_dir`, the trainer state (model, optimizer, schedule, random generators,
+    history) is saved after every epoch; `resume=True` continues from it, giving the same result
+    as an uninterrupted run.
 
     Runs unchanged under `torchrun --nproc_per_node=N`: each global batch of `batch_size` is split
     across the processes and gradients are averaged (DistributedDataParallel), so the result equals
@@ -126,8 +143,21 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
         runner = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
-    result, best_state = TrainingResult(), None
-    for epoch in range(1, config.epochs + 1):
+    result, best_state, first_epoch = TrainingResult(), None, 1
+    state_path = os.path.join(config.checkpoint_dir, _STATE_FILE) if config.checkpoint_dir else None
+    if resume and state_path and os.path.exists(state_path):
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        result = TrainingResult(state["history"], state["best_epoch"], state["best_metric"])
+        best_state, first_epoch = state["best_state"], state["epoch"] + 1
+        if dist.rank == 0:
+            logger.info("resuming after epoch %d from %s", state["epoch"], state_path)
+    bar = _progress_bar(total, config.progress and dist.rank == 0, done=(first_epoch - 1) * steps_per_epoch)
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator).tolist()
         losses = []
@@ -153,6 +183,8 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if bar is not None:
+                bar.update(1)
         record = {"epoch": epoch, "train_loss": dist.mean(sum(losses)) * dist.world / len(train)}
         if evaluate is not None:
             model.eval()
@@ -165,12 +197,28 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
         if dist.rank == 0:
             logger.info("epoch %d: %s", epoch, record)
         result.history.append(record)
+        if config.checkpoint_dir is not None and dist.rank == 0:
+            _save_state(config.checkpoint_dir, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "shuffle_rng": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": result.history, "best_epoch": result.best_epoch,
+                "best_metric": result.best_metric, "best_state": best_state})
+    if bar is not None:
+        bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     if config.output_dir is not None and dist.rank == 0 and hasattr(model, "save_pretrained"):
         model.save_pretrained(config.output_dir)
     return result
+
+
+def _progress_bar(total: int, enabled: bool, done: int = 0) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm  # a dependency of huggingface_hub
+
+    return tqdm(total=total, initial=done, desc="fine-tuning", unit="step")
 
 
 # ---------------------------------------------------------------------------- text classification
