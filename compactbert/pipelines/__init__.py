@@ -1,0 +1,63 @@
+"""Pipelines: text in, predictions out, following transformers' conventions.
+
+`pipeline(task, model=...)` builds one from a model name, folder or instance.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..hub import split_hub_kwargs
+from ..modeling import EncoderModel, ForMaskedLM, PreTrainedModel
+from ..tasks import ForSequenceClassification
+from ..tokenization import MASK_SPELLINGS, AutoTokenizer, Tokenizer
+from .base import Pipeline
+from .classification import FeatureExtractionPipeline, TextClassificationPipeline
+from .fill_mask import FillMaskPipeline
+
+# task -> (pipeline class, model class it loads)
+TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
+    "fill-mask": (FillMaskPipeline, ForMaskedLM),
+    "text-classification": (TextClassificationPipeline, ForSequenceClassification),
+    "sentiment-analysis": (TextClassificationPipeline, ForSequenceClassification),
+    "feature-extraction": (FeatureExtractionPipeline, EncoderModel),
+}
+
+
+def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: str | Tokenizer | None = None,
+             dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+             batch_size: int = 32, quantize: str | None = None, **kwargs: Any) -> Any:
+    """Build a pipeline for `task` from a model name, folder or instance.
+
+    Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction.
+    Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
+    quantize="int8" applies dynamic int8 quantization to the encoder's linear layers (CPU).
+    """
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; available: {', '.join(sorted(TASKS))}")
+    pipeline_class, model_class = TASKS[task]
+    hub, rest = split_hub_kwargs(kwargs)
+    if rest:
+        raise TypeError(f"pipeline() got unexpected arguments: {', '.join(rest)}")
+    if isinstance(model, PreTrainedModel):
+        if not isinstance(model, model_class):
+            raise InputError(f"{task} needs a {model_class.__name__}, got a {type(model).__name__}")
+        if tokenizer is None:
+            raise InputError("pass tokenizer=... (a name, folder or Tokenizer) along with a model instance")
+        loaded = model.quantize(quantize) if quantize else model
+    else:
+        loaded = model_class.from_pretrained(model, dtype=dtype, quantize=quantize, **hub)
+        tokenizer = tokenizer if tokenizer is not None else str(model)
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)
+    if device is not None:
+        loaded = loaded.to(device)
+    return pipeline_class(loaded, tokenizer, batch_size=batch_size)
+
+
+__all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "TextClassificationPipeline",
+           "pipeline"]
