@@ -5,7 +5,9 @@ from .errors import (
     CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
 )
 from .hub import list_checkpoints
-from .pipelines import FeatureExtractionPipeline, FillMaskPipeline, TextClassificationPipeline, pipeline
+from .pipelines import (
+    FeatureExtractionPipeline, FillMaskPipeline, TextClassificationPipeline, TokenClassificationPipeline, pipeline,
+)
 from .tasks import (
     AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
     AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
@@ -23,6 +25,7 @@ __all__ = [
     "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "ClassifierOutput", "FeatureExtractionPipeline", "TextClassificationPipeline",
+    "TokenClassificationPipeline",
     "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining", "ForQuestionAnswering",
     "ForSequenceClassification", "ForTokenClassification", "PreTrainingOutput", "QuestionAnsweringOutput", "BatchEncoding", "FillMaskPipeline",
     "Tokenizer", "pipeline", "BaseConfig", "BertConfig", "BortConfig",

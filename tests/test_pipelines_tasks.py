@@ -95,3 +95,51 @@ def test_token_vectors_and_cls(embedder):
 def test_pipeline_model_instance_checks(embedder):
     with pytest.raises(cb.InputError, match="text-classification needs a ForSequenceClassification"):
         cb.pipeline("text-classification", model=embedder.model, tokenizer=embedder.tokenizer)
+
+
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "MISC"}
+NER_TEXTS = ["Angela Merkel visited Washington and Ouagadougou yesterday.",
+             "supercalifragilistic Zürich naïve café", "", "x"]
+
+
+@pytest.fixture(scope="module", params=["distilbert", "mobilebert", "bert"])
+def taggers(request, tmp_path_factory):
+    family = request.param
+    folder = tokenized_checkpoint(tmp_path_factory.mktemp("ner") / family, family, "token_classification",
+                                  id2label=NER_LABELS)
+    return (cb.pipeline("token-classification", model=folder),
+            transformers.pipeline("token-classification", model=str(folder), device="cpu"))
+
+
+def _same_entities(got, want):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if isinstance(w, list):
+            _same_entities(g, w)
+            continue
+        assert set(g) == set(w)
+        for key in w:
+            if key == "score":
+                assert abs(g[key] - float(w[key])) <= 1e-5
+            else:
+                assert g[key] == w[key], key
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "max", "average"])
+def test_token_classification_equals_transformers(taggers, strategy):
+    import warnings
+
+    ours, theirs = taggers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BPE's word heuristic warns in both
+        for ignore in (["O"], []):
+            _same_entities(ours(NER_TEXTS[0], aggregation_strategy=strategy, ignore_labels=ignore),
+                           theirs(NER_TEXTS[0], aggregation_strategy=strategy, ignore_labels=ignore))
+        _same_entities(ours(NER_TEXTS, aggregation_strategy=strategy, ignore_labels=[]),
+                       theirs(NER_TEXTS, aggregation_strategy=strategy, ignore_labels=[]))
+
+
+def test_token_classification_errors(taggers):
+    ours, _ = taggers
+    with pytest.raises(cb.InputError, match="aggregation_strategy must be one of"):
+        ours("x", aggregation_strategy="longest")

@@ -13,11 +13,12 @@ import torch
 from ..errors import InputError
 from ..hub import split_hub_kwargs
 from ..modeling import EncoderModel, ForMaskedLM, PreTrainedModel
-from ..tasks import ForSequenceClassification
+from ..tasks import ForSequenceClassification, ForTokenClassification
 from ..tokenization import MASK_SPELLINGS, AutoTokenizer, Tokenizer
 from .base import Pipeline
 from .classification import FeatureExtractionPipeline, TextClassificationPipeline
 from .fill_mask import FillMaskPipeline
+from .token_classification import TokenClassificationPipeline
 
 # task -> (pipeline class, model class it loads)
 TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
@@ -25,6 +26,8 @@ TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
     "text-classification": (TextClassificationPipeline, ForSequenceClassification),
     "sentiment-analysis": (TextClassificationPipeline, ForSequenceClassification),
     "feature-extraction": (FeatureExtractionPipeline, EncoderModel),
+    "token-classification": (TokenClassificationPipeline, ForTokenClassification),
+    "ner": (TokenClassificationPipeline, ForTokenClassification),
 }
 
 
@@ -33,7 +36,8 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
              batch_size: int = 32, quantize: str | None = None, **kwargs: Any) -> Any:
     """Build a pipeline for `task` from a model name, folder or instance.
 
-    Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction.
+    Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction,
+    token-classification (alias ner).
     Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
     quantize="int8" applies dynamic int8 quantization to the encoder's linear layers (CPU).
     """
@@ -60,4 +64,4 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
 
 
 __all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "TextClassificationPipeline",
-           "pipeline"]
+           "TokenClassificationPipeline", "pipeline"]
