@@ -177,8 +177,8 @@ def _peak_memory(folder: Path, impl: str, sentences: int) -> float:
     code = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-from compactbert.bench import make_sentences, _pipelines
-pipes = _pipelines({str(folder)!r}, {impl!r})
+from compactbert.bench import make_sentences, _FillMask
+pipes = _FillMask({str(folder)!r}, {impl!r})
 texts = make_sentences({sentences}, mask=pipes.mask)
 pipes.run(texts[:2])
 def status(key):
@@ -197,7 +197,7 @@ print(status("VmHWM") - base)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-class _pipelines:
+class _FillMask:
     """One implementation's fill-mask pipeline on a folder, with its mask spelling."""
 
     def __init__(self, folder: str, impl: str, quantize: str | None = None) -> None:
@@ -228,7 +228,7 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
     result: dict[str, Any] = {"family": family}
 
     # 1. fill-mask pipeline
-    ours = _pipelines(str(folder), "compactbert")
+    ours = _FillMask(str(folder), "compactbert")
     texts = make_sentences(sentences, mask=ours.mask)
     tok = AutoTokenizer.from_pretrained(folder)
     lengths = [len(ids) for ids in tok(texts, padding=False, truncation=True, return_tensors=None)["input_ids"]]
@@ -236,7 +236,7 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
     useful_flops = sum(flops_per_token(config, n) * n for n in lengths) + len(texts) * head_flops(config)
     fns = {"compactbert": lambda: ours.run(texts)}
     if with_transformers:
-        theirs = _pipelines(str(folder), "transformers")
+        theirs = _FillMask(str(folder), "transformers")
         fns["transformers"] = lambda: theirs.run(texts)
     times = _alternate(fns, repeats)
     fill = {"sentences": len(texts), "real_tokens": real_tokens,
@@ -249,7 +249,7 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
     result["fill_mask"] = fill
 
     # 2. int8 dynamic quantization (opt-in) against compactbert fp32
-    int8 = _pipelines(str(folder), "compactbert", quantize="int8")
+    int8 = _FillMask(str(folder), "compactbert", quantize="int8")
     times8 = _alternate({"fp32": lambda: ours.run(texts, 1), "int8": lambda: int8.run(texts, 1)}, repeats)
     top1 = [r[0]["token"] for r in ours.run(texts, 1)], [r[0]["token"] for r in int8.run(texts, 1)]
     result["int8"] = {"ratio": times8["fp32"] / times8["int8"],

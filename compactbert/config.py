@@ -103,6 +103,10 @@ class BaseConfig:
         """Number of task labels (2 when the config names none, as in transformers)."""
         return len(self.id2label) if self.id2label else 2
 
+    def label_name(self, index: int) -> str:
+        """The name of label `index`: from id2label, else LABEL_{index} as in transformers."""
+        return self.id2label[index] if self.id2label else f"LABEL_{index}"
+
     # ------------------------------------------------------------------ JSON round trip
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BaseConfig":

@@ -115,8 +115,7 @@ def test_base_checkpoint_into_masked_lm_reports_new_head(tiny_checkpoint, caplog
     assert sorted(model.load_report.new_head) == ["mlm.bias", "mlm.norm.bias", "mlm.norm.weight",
                                                  "mlm.transform.bias", "mlm.transform.weight"]
     assert "newly initialised" in caplog.text and "mlm.transform.weight" in caplog.text
-    assert model.load_report.unused == ["pooler.dense.weight", "pooler.dense.bias"] or \
-        sorted(model.load_report.unused) == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert sorted(model.load_report.unused) == ["pooler.dense.bias", "pooler.dense.weight"]
 
 
 def test_masked_lm_checkpoint_into_base_model(tiny_checkpoint):
@@ -299,8 +298,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch, tiny_
     with pytest.raises(KeyboardInterrupt):
         other.save_pretrained(target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["out"] or all(
-        not p.name.startswith(".out.saving") for p in tmp_path.iterdir())
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.saving")]  # no staging left
     reloaded = cb.AutoModelForMaskedLM.from_pretrained(target)
     assert torch.equal(reloaded.mlm.bias, model.mlm.bias)
 

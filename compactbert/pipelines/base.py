@@ -38,7 +38,7 @@ class Pipeline:
         ids = torch.tensor([p.ids + [pad] * (width - len(p.ids)) for p in items])
         attention = torch.tensor([[1] * len(p.ids) + [0] * (width - len(p.ids)) for p in items])
         types = None
-        if self.tokenizer.returns_token_type_ids and self.model.config.encoder_spec().type_vocab_size:
+        if self.tokenizer.returns_token_type_ids and self.model.encoder.spec.type_vocab_size:
             types = torch.tensor([p.type_ids + [0] * (width - len(p.type_ids)) for p in items])
         device = self.model.device
         return ids.to(device), attention.to(device), None if types is None else types.to(device)

@@ -56,11 +56,10 @@ class TextClassificationPipeline(Pipeline):
             scores = logits
         else:
             raise InputError(f"function_to_apply must be 'softmax', 'sigmoid' or 'none', got {function!r}")
-        labels = config.id2label or {i: f"LABEL_{i}" for i in range(config.num_labels)}
         if top_k is _ALL:
             best = int(scores.argmax())
-            return {"label": labels[best], "score": float(scores[best])}
-        ranked = sorted(({"label": labels[i], "score": float(v)} for i, v in enumerate(scores)),
+            return {"label": config.label_name(best), "score": float(scores[best])}
+        ranked = sorted(({"label": config.label_name(i), "score": float(v)} for i, v in enumerate(scores)),
                         key=lambda d: -d["score"])
         return ranked if top_k is None else ranked[:top_k]
 

@@ -144,24 +144,28 @@ class FillMaskPipeline(Pipeline):
             return []
         items = self._prepare(texts)
         probs = self._mask_probs(items, batch_size)
-        results = [self._postprocess(item, p, top_k, targets) for item, p in zip(items, probs)]
+        candidates = None  # space before the mask? -> resolved targets; resolved once per call
+        if targets is not None:
+            contexts = {flag for item in items for flag in item.space_before}
+            candidates = {flag: self._candidates(targets, flag) for flag in contexts}
+        results = [self._postprocess(item, p, top_k, candidates) for item, p in zip(items, probs)]
         if single or len(texts) == 1:
             return results[0]
         return results
 
     def _postprocess(self, item: Prepared, probs: torch.Tensor, top_k: int,
-                     targets: str | Sequence[str] | None) -> list[Any]:
+                     candidates: dict[bool, list[_Candidate]] | None) -> list[Any]:
         tok = self.tokenizer
         single_mask = len(item.masks) == 1
         per_mask = []
         for m, position in enumerate(item.masks):
             scored: list[tuple[float, Any, str, list[int]]] = []  # score, token, token_str, filled ids
-            if targets is None:
+            if candidates is None:
                 values, ids = probs[m].topk(min(top_k, probs.shape[-1]))
                 for v, i in zip(values.tolist(), ids.tolist()):
                     scored.append((v, i, tok.decode([i]), _fill(item.ids, position, i)))
             else:
-                for cand in self._candidates(targets, item.space_before[m]):
+                for cand in candidates[item.space_before[m]]:
                     if len(cand.ids) == 1:
                         i = cand.ids[0]
                         scored.append((float(probs[m, i]), i, tok.decode([i]), _fill(item.ids, position, i)))

@@ -70,8 +70,7 @@ class TokenClassificationPipeline(Pipeline):
         return out
 
     def _label(self, index: int) -> str:
-        config = self.model.config
-        return (config.id2label or {})[index] if config.id2label else f"LABEL_{index}"
+        return self.model.config.label_name(index)
 
     def _aggregate(self, tokens: list[dict], strategy: str) -> list[dict]:
         if strategy in ("none", "simple"):
