@@ -6,7 +6,8 @@ from .errors import (
 )
 from .hub import list_checkpoints
 from .pipelines import (
-    FeatureExtractionPipeline, FillMaskPipeline, TextClassificationPipeline, TokenClassificationPipeline, pipeline,
+    FeatureExtractionPipeline, FillMaskPipeline, QuestionAnsweringPipeline, TextClassificationPipeline,
+    TokenClassificationPipeline, pipeline,
 )
 from .tasks import (
     AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
@@ -24,12 +25,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
-    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "ClassifierOutput", "FeatureExtractionPipeline", "TextClassificationPipeline",
-    "TokenClassificationPipeline",
-    "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining", "ForQuestionAnswering",
-    "ForSequenceClassification", "ForTokenClassification", "PreTrainingOutput", "QuestionAnsweringOutput", "BatchEncoding", "FillMaskPipeline",
-    "Tokenizer", "pipeline", "BaseConfig", "BertConfig", "BortConfig",
-    "CheckpointError", "CompactBertError", "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput",
-    "ForMaskedLM", "InputError", "MaskedLMOutput", "MobileBertConfig", "PreTrainedModel", "UnknownModelError",
-    "UnsafeCheckpointError", "list_checkpoints", "__version__",
+    "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "BaseConfig",
+    "BatchEncoding", "BertConfig", "BortConfig", "CheckpointError", "ClassifierOutput", "CompactBertError",
+    "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput", "FeatureExtractionPipeline",
+    "FillMaskPipeline", "ForMaskedLM", "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining",
+    "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification", "InputError",
+    "list_checkpoints", "MaskedLMOutput", "MobileBertConfig", "pipeline", "PreTrainedModel",
+    "PreTrainingOutput", "QuestionAnsweringOutput", "QuestionAnsweringPipeline", "TextClassificationPipeline",
+    "TokenClassificationPipeline", "Tokenizer", "UnknownModelError", "UnsafeCheckpointError", "__version__",
 ]

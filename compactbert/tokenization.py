@@ -103,13 +103,16 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- encoding
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
-                     add_special_tokens: bool = True, max_length: int | None = None) -> list[Encoding]:
-        """Unpadded encodings; truncated to `max_length` (longest-first over pairs) when given."""
+                     add_special_tokens: bool = True, max_length: int | None = None,
+                     strategy: str = "longest_first", stride: int = 0) -> list[Encoding]:
+        """Unpadded encodings, truncated to `max_length` when given (`strategy`: longest_first,
+        only_first or only_second). With a `stride`, the cut-off tokens are kept as overlapping
+        windows in each encoding's `overflowing` list (see `encode_windows`)."""
         for n, text in enumerate(list(texts) + list(pairs or [])):
             if not isinstance(text, str):
                 raise InputError(f"text {n} is a {type(text).__name__}, not a string")
         if max_length is not None:
-            self.backend.enable_truncation(max_length, strategy="longest_first")
+            self.backend.enable_truncation(max_length, stride=stride, strategy=strategy)
         try:
             inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
             return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
@@ -117,6 +120,23 @@ class Tokenizer:
             raise InputError(f"could not encode the input: {exc}") from exc
         finally:
             self.backend.no_truncation()
+
+    def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int,
+                       stride: int) -> list[list[Encoding]]:
+        """Per (text, pair): windows of at most `max_length` tokens over a long pair, each repeating
+        the whole first text and overlapping the previous window's pair tokens by `stride`
+        (how extractive QA reads a long context after its question)."""
+        if stride >= max_length:
+            raise InputError(f"doc_stride ({stride}) must be smaller than max_seq_len ({max_length})")
+        firsts = self.encode_batch(texts, add_special_tokens=False)
+        room = max_length - self.backend.num_special_tokens_to_add(True) - max((len(e.ids) for e in firsts), default=0)
+        if room <= stride:  # the backend would abort the process (a Rust panic) rather than raise
+            raise InputError(f"a question of {max_length - room - self.backend.num_special_tokens_to_add(True)} "
+                             f"tokens leaves {max(room, 0)} of max_seq_len={max_length} for the context, not "
+                             f"more than doc_stride={stride}; shorten the question, raise max_seq_len or "
+                             f"lower doc_stride")
+        encodings = self.encode_batch(texts, pairs, max_length=max_length, strategy="only_second", stride=stride)
+        return [[e, *e.overflowing] for e in encodings]
 
     def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None,
                  padding: bool | str = True, truncation: bool = True, max_length: int | None = None,

@@ -107,13 +107,14 @@ BPE_CORPUS = [
 ]
 
 
-def write_wordpiece_tokenizer(folder: Path, with_json: bool = True, lowercase: bool = True) -> None:
+def write_wordpiece_tokenizer(folder: Path, with_json: bool = True, lowercase: bool = True,
+                              tokenizer_class: str = "BertTokenizer") -> None:
     """Copy the real uncased WordPiece vocabulary (tokenizer.json optional) into `folder`."""
     import shutil
 
     source = minilm_folder()
     shutil.copy(source / "vocab.txt", folder / "vocab.txt")
-    config = {"do_lower_case": lowercase, "model_max_length": 512, "tokenizer_class": "BertTokenizer"}
+    config = {"do_lower_case": lowercase, "model_max_length": 512, "tokenizer_class": tokenizer_class}
     if with_json and lowercase:
         shutil.copy(source / "tokenizer.json", folder / "tokenizer.json")
     (folder / "tokenizer_config.json").write_text(__import__("json").dumps(config))
@@ -137,7 +138,8 @@ def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **c
         config = cb.BertConfig.tiny(vocab_size=vocab, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
                                     max_position_embeddings=64, **changes)
     else:
-        write_wordpiece_tokenizer(folder)
+        write_wordpiece_tokenizer(folder, tokenizer_class="DistilBertTokenizer" if family == "distilbert"
+                                  else "BertTokenizer")
         config = TINY[family](vocab_size=30522, max_position_embeddings=64, **changes)
     model = oracle_model(config, task)
     model.config.tokenizer_class = "RobertaTokenizer" if family == "bert" else None

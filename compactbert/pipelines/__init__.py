@@ -13,11 +13,12 @@ import torch
 from ..errors import InputError
 from ..hub import split_hub_kwargs
 from ..modeling import EncoderModel, ForMaskedLM, PreTrainedModel
-from ..tasks import ForSequenceClassification, ForTokenClassification
+from ..tasks import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
 from ..tokenization import MASK_SPELLINGS, AutoTokenizer, Tokenizer
 from .base import Pipeline
 from .classification import FeatureExtractionPipeline, TextClassificationPipeline
 from .fill_mask import FillMaskPipeline
+from .question_answering import QuestionAnsweringPipeline
 from .token_classification import TokenClassificationPipeline
 
 # task -> (pipeline class, model class it loads)
@@ -28,6 +29,7 @@ TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
     "feature-extraction": (FeatureExtractionPipeline, EncoderModel),
     "token-classification": (TokenClassificationPipeline, ForTokenClassification),
     "ner": (TokenClassificationPipeline, ForTokenClassification),
+    "question-answering": (QuestionAnsweringPipeline, ForQuestionAnswering),
 }
 
 
@@ -37,7 +39,7 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
     """Build a pipeline for `task` from a model name, folder or instance.
 
     Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction,
-    token-classification (alias ner).
+    token-classification (alias ner), question-answering.
     Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
     quantize="int8" applies dynamic int8 quantization to the encoder's linear layers (CPU).
     """
@@ -63,5 +65,5 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
     return pipeline_class(loaded, tokenizer, batch_size=batch_size)
 
 
-__all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "TextClassificationPipeline",
-           "TokenClassificationPipeline", "pipeline"]
+__all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "QuestionAnsweringPipeline",
+           "TextClassificationPipeline", "TokenClassificationPipeline", "pipeline"]
