@@ -52,17 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     _add_hub_options(download)
 
     tune = sub.add_parser("finetune", help="fine-tune a model on your data and save it in Hub layout")
-    tune.add_argument("task", choices=["text-classification"], help="the task (token classification and QA: "
-                      "not yet available from the command line)")
+    tune.add_argument("task", choices=["text-classification", "token-classification", "question-answering"])
     tune.add_argument("--model", required=True, help="Hub id, alias or local folder to start from")
-    tune.add_argument("--train", required=True, help="CSV file with a header row")
-    tune.add_argument("--validation", help="CSV file to evaluate on after every epoch (keeps the best epoch)")
+    tune.add_argument("--train", required=True, help="text classification: CSV with a header row or JSON lines; "
+                      "token classification and QA: JSON lines (see docs/fine-tuning.md); or a `datasets` name")
+    tune.add_argument("--validation", help="the same, to evaluate on after every epoch (keeps the best epoch)")
     tune.add_argument("--text-column", default="text")
     tune.add_argument("--text-pair-column")
     tune.add_argument("--label-column", default="label")
+    tune.add_argument("--words-field", default="tokens", help="token classification: the field with the words")
+    tune.add_argument("--tags-field", default="tags", help="token classification: the field with the tags")
+    tune.add_argument("--max-seq-len", type=int, default=384, help="QA: window length in tokens")
+    tune.add_argument("--doc-stride", type=int, default=128, help="QA: overlap of consecutive windows")
     tune.add_argument("--epochs", type=int, default=3)
     tune.add_argument("--batch-size", type=int, default=16)
     tune.add_argument("--learning-rate", type=float, default=5e-5)
+    tune.add_argument("--warmup-ratio", type=float, default=0.1)
+    tune.add_argument("--weight-decay", type=float, default=0.01)
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--output-dir", required=True)
     _add_hub_options(tune)
@@ -120,33 +126,15 @@ def _fill_mask(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    import torch
+    from .training import DataOptions, TrainingConfig, finetune_task
 
-    from .tasks import AutoModelForSequenceClassification
-    from .tokenization import AutoTokenizer
-    from .training import (
-        TrainingConfig, classification_collate, classification_metrics, fine_tune, label_mapping, read_csv_examples,
-    )
-
-    columns = dict(text_column=args.text_column, label_column=args.label_column,
-                   text_pair_column=args.text_pair_column)
-    label2id = label_mapping(args.train, args.label_column)
-    train = read_csv_examples(args.train, label2id=label2id, **columns)
-    dev = read_csv_examples(args.validation, label2id=label2id, **columns) if args.validation else None
-    hub = _hub_kwargs(args)
-    tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
-    torch.manual_seed(args.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        args.model, id2label={i: name for name, i in label2id.items()}, **hub)
-    evaluate = (lambda m: classification_metrics(m, dev, tokenizer)) if dev else None
     config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            seed=args.seed, output_dir=args.output_dir)
-    result = fine_tune(model, train, classification_collate(tokenizer), config, evaluate)
-    tokenizer.save_pretrained(args.output_dir)
-    final = result.history[-1] if not dev else next(h for h in result.history if h["epoch"] == result.best_epoch)
-    metrics = {"best_epoch": result.best_epoch, "train_loss": final["train_loss"], "epochs": args.epochs,
-               **{f"eval_{k}": v for k, v in final.items() if k not in ("epoch", "train_loss")}}
-    Path(args.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+                            warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
+                            output_dir=args.output_dir)
+    data = DataOptions(text_column=args.text_column, text_pair_column=args.text_pair_column,
+                       label_column=args.label_column, words_field=args.words_field, tags_field=args.tags_field,
+                       max_seq_len=args.max_seq_len, doc_stride=args.doc_stride)
+    result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, _hub_kwargs(args))
     for record in result.history:
         print(json.dumps(record))
     print(f"saved to {args.output_dir}")

@@ -126,3 +126,31 @@ def test_finetune_bad_label_column(tmp_path, model_dir):
     out = cli("finetune", "text-classification", "--model", str(model_dir), "--train", str(tmp_path / "train.csv"),
               "--label-column", "stars", "--output-dir", str(tmp_path / "o"))
     assert out.returncode == 1 and "has no column(s) stars" in out.stderr
+
+
+def test_finetune_token_classification_and_qa(tmp_path):
+    """JSON lines in, Hub-layout folders out that the pipelines load; metrics.json carries the task's metrics."""
+    from conftest import minilm_folder
+
+    data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
+    ner = cli("finetune", "token-classification", "--model", str(minilm_folder()), "--train",
+              str(data / "ner_train.jsonl"), "--validation", str(data / "ner_dev.jsonl"), "--epochs", "1",
+              "--learning-rate", "1e-4", "--batch-size", "8", "--output-dir", str(tmp_path / "ner"))
+    assert ner.returncode == 0, ner.stderr
+    metrics = json.loads((tmp_path / "ner" / "metrics.json").read_text())
+    assert {"eval_f1", "eval_precision", "eval_recall", "eval_accuracy"} <= set(metrics) and metrics["best_epoch"] == 1
+    entities = cb.pipeline("ner", model=tmp_path / "ner")("Ada Lovelace lived in London.", aggregation_strategy="none")
+    assert all(e["entity"] in ("B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG") for e in entities)
+
+    qa = cli("finetune", "question-answering", "--model", str(minilm_folder()), "--train", str(data / "qa_dev.jsonl"),
+             "--validation", str(data / "qa_dev.jsonl"), "--epochs", "1", "--max-seq-len", "96", "--doc-stride", "32",
+             "--output-dir", str(tmp_path / "qa"))
+    assert qa.returncode == 0, qa.stderr
+    metrics = json.loads((tmp_path / "qa" / "metrics.json").read_text())
+    assert 0 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 100
+    answer = cb.pipeline("question-answering", model=tmp_path / "qa")(question="Where?", context="Ada lived in London.")
+    assert answer["answer"] in "Ada lived in London."
+
+    bad = cli("finetune", "question-answering", "--model", str(minilm_folder()), "--train", str(data / "ner_dev.jsonl"),
+              "--output-dir", str(tmp_path / "x"))
+    assert bad.returncode == 1 and "no field(s) question, context, answers" in bad.stderr

@@ -1,12 +1,23 @@
-"""Training: the fine-tuning loop (distillation and Agora will join it). Imports the rest of the
-package; nothing in the core imports it."""
+"""Training: the fine-tuning loop, task data and metrics, one-call recipes (distillation and Agora
+join them). Imports the rest of the package; nothing in the core imports it."""
 
-from .finetune import (
-    TextExample, TrainingConfig, TrainingResult, classification_collate, classification_metrics, fine_tune,
-    label_mapping, linear_schedule, parameter_groups, read_csv_examples,
+from .finetune import TrainingConfig, TrainingResult, fine_tune, linear_schedule, parameter_groups
+from .metrics import classification_scores, entity_scores, entity_spans, normalize_answer, squad_scores
+from .question_answering import QAExample, QAWindow, qa_collate, qa_metrics, qa_windows, read_qa_examples
+from .recipes import TASKS, DataOptions, finetune_task
+from .text_classification import (
+    TextExample, classification_collate, classification_metrics, classification_predictions, label_mapping,
+    read_csv_examples,
+)
+from .token_classification import (
+    TaggedExample, predict_tags, read_tagged_examples, tag_mapping, token_collate, token_metrics, word_pieces,
 )
 
 __all__ = [
-    "TextExample", "TrainingConfig", "TrainingResult", "classification_collate", "classification_metrics",
-    "fine_tune", "label_mapping", "linear_schedule", "parameter_groups", "read_csv_examples",
+    "DataOptions", "QAExample", "QAWindow", "TASKS", "TaggedExample", "TextExample", "TrainingConfig",
+    "TrainingResult", "classification_collate", "classification_metrics", "classification_predictions",
+    "classification_scores", "entity_scores", "entity_spans", "fine_tune", "finetune_task", "label_mapping",
+    "linear_schedule", "normalize_answer", "parameter_groups", "predict_tags", "qa_collate", "qa_metrics",
+    "qa_windows", "read_csv_examples", "read_qa_examples", "read_tagged_examples", "squad_scores", "tag_mapping",
+    "token_collate", "token_metrics", "word_pieces",
 ]

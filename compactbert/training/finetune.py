@@ -7,6 +7,7 @@ epoch, keep-best, seeded shuffling. Works for any compactbert model whose forwar
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import logging
@@ -92,6 +93,9 @@ class _Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            # Processes that leave while a peer's communication threads run abort ("terminate called
+            # without an active exception"): wait for each other and close the group at exit.
+            atexit.register(_close_process_group)
 
     def shard(self, examples: list[Any]) -> list[Any]:
         """This rank's contiguous share of a global batch (possibly empty for a short last batch)."""
@@ -104,6 +108,12 @@ class _Distributed:
         tensor = torch.tensor([value], dtype=torch.float64)
         torch.distributed.all_reduce(tensor)
         return tensor.item() / self.world
+
+
+def _close_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 _STATE_FILE = "trainer_state.pt"
@@ -219,84 +229,3 @@ def _progress_bar(total: int, enabled: bool, done: int = 0) -> Any:
     from tqdm.auto import tqdm  # a dependency of huggingface_hub
 
     return tqdm(total=total, initial=done, desc="fine-tuning", unit="step")
-
-
-# ---------------------------------------------------------------------------- text classification
-
-@dataclass
-class TextExample:
-    text: str
-    label: int
-    text_pair: str | None = None
-
-
-def classification_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[list[TextExample]], dict]:
-    """Batch text examples into padded model inputs with `labels`."""
-
-    def collate(examples: list[TextExample]) -> dict[str, torch.Tensor]:
-        pairs = [e.text_pair for e in examples]
-        batch = tokenizer([e.text for e in examples], None if pairs[0] is None else pairs, max_length=max_length)
-        batch["labels"] = torch.tensor([e.label for e in examples])
-        return dict(batch)
-
-    return collate
-
-
-def classification_metrics(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
-                           batch_size: int = 32) -> dict[str, float]:
-    """Accuracy and macro-averaged F1 of a sequence classifier on labelled examples."""
-    collate = classification_collate(tokenizer)
-    predictions, labels = [], []
-    for start in range(0, len(examples), batch_size):
-        batch = collate(list(examples[start:start + batch_size]))
-        gold = batch.pop("labels")
-        predictions += model(**batch).logits.argmax(-1).tolist()
-        labels += gold.tolist()
-    classes = sorted(set(labels) | set(predictions))
-    f1s = []
-    for c in classes:
-        tp = sum(p == c and g == c for p, g in zip(predictions, labels))
-        fp = sum(p == c and g != c for p, g in zip(predictions, labels))
-        fn = sum(p != c and g == c for p, g in zip(predictions, labels))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    accuracy = sum(p == g for p, g in zip(predictions, labels)) / max(1, len(labels))
-    return {"accuracy": accuracy, "f1": sum(f1s) / max(1, len(f1s))}
-
-
-def read_csv_examples(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
-                      text_pair_column: str | None = None,
-                      label2id: dict[str, int] | None = None) -> list[TextExample]:
-    """Labelled examples from a CSV file with a header row.
-
-    Labels are integers, or names mapped through `label2id` (see `label_mapping`).
-    """
-    rows = _read_csv(path, [text_column, label_column] + ([text_pair_column] if text_pair_column else []))
-    examples = []
-    for n, row in enumerate(rows, 2):  # line numbers as an editor shows them (header is line 1)
-        raw = row[label_column].strip()
-        try:
-            label = label2id[raw] if label2id is not None else int(raw)
-        except (KeyError, ValueError):
-            raise ValueError(f"{path}, line {n}: label {raw!r} is not "
-                             f"{'one of ' + ', '.join(label2id) if label2id else 'an integer'}") from None
-        examples.append(TextExample(row[text_column], label, row[text_pair_column] if text_pair_column else None))
-    return examples
-
-
-def label_mapping(path: str | os.PathLike, label_column: str = "label") -> dict[str, int]:
-    """label name -> id for a CSV's labels: integers keep their value, names are numbered in sorted order."""
-    names = sorted({row[label_column].strip() for row in _read_csv(path, [label_column])})
-    if all(name.lstrip("-").isdigit() for name in names):
-        return {name: int(name) for name in names}
-    return {name: i for i, name in enumerate(names)}
-
-
-def _read_csv(path: str | os.PathLike, columns: list[str]) -> list[dict[str, str]]:
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = set(columns) - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path} has no column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}")
-        return list(reader)

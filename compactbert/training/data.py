@@ -1,0 +1,81 @@
+"""Reading training data: CSV with a header row, JSON lines, and `datasets` datasets by name.
+
+Errors name the file and the line as an editor shows it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any, Iterable
+
+
+def read_csv(path: str | os.PathLike, columns: Iterable[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header row that has at least `columns`."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(columns) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path} has no column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}")
+        return list(reader)
+
+
+def read_jsonl(path: str | os.PathLike, fields: Iterable[str]) -> list[dict[str, Any]]:
+    """Records of a JSON lines file (one object per line, blank lines skipped) that have `fields`."""
+    fields = list(fields)
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(record).__name__}")
+            missing = [f for f in fields if f not in record]
+            if missing:
+                raise ValueError(f"{path}, line {n}: no field(s) {', '.join(missing)}; found {', '.join(record)}")
+            records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no records")
+    return records
+
+
+def load_records(source: str | os.PathLike, split: str, fields: Iterable[str]) -> list[dict[str, Any]]:
+    """Records from a local .csv / .jsonl / .json file, or else from the `datasets` library by name
+    ("conll2003", "squad", "glue:sst2" for a configuration) when it is installed and can reach the Hub."""
+    fields = list(fields)
+    text = str(source)
+    if os.path.exists(text):
+        if text.endswith(".csv"):
+            return read_csv(text, fields)
+        return read_jsonl(text, fields)
+    try:
+        import datasets  # optional: only for loading public datasets by name
+    except ImportError:
+        raise ValueError(f"{text} is not a file, and the `datasets` package (needed to load a dataset by name) "
+                         f"is not installed") from None
+    name, _, config = text.partition(":")
+    try:
+        table = datasets.load_dataset(name, config or None, split=split)
+    except Exception as exc:  # the datasets library raises many kinds (network, missing config, ...)
+        raise ValueError(f"could not load dataset {text!r} split {split!r}: {exc}") from exc
+    missing = [f for f in fields if f not in table.column_names]
+    if missing:
+        raise ValueError(f"dataset {text!r} has no column(s) {', '.join(missing)}; found {table.column_names}")
+    named = {f: _class_names(table.features[f]) for f in fields}
+    return [{k: named[k](v) if named.get(k) else v for k, v in row.items()} for row in table]
+
+
+def _class_names(feature: Any) -> Any:
+    """For a ClassLabel column (or a sequence of them), a function turning ids into label names."""
+    names = getattr(feature, "names", None)
+    if names:
+        return lambda value: names[value]
+    inner = getattr(getattr(feature, "feature", None), "names", None)
+    if inner:
+        return lambda values: [inner[v] for v in values]
+    return None

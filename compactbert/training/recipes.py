@@ -1,0 +1,117 @@
+"""One call from data files to a fine-tuned Hub-layout folder, for each task; the
+`compactbert finetune` command and the examples use it.
+
+The output folder holds config.json (with the label names), the weights, the tokenizer and
+metrics.json: the evaluation metrics of the kept epoch as `eval_<name>`, plus `best_epoch`,
+`train_loss` and `epochs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .finetune import TrainingConfig, TrainingResult, fine_tune
+from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
+from .text_classification import classification_collate, classification_metrics, label_mapping, read_csv_examples
+from .token_classification import read_tagged_examples, tag_mapping, token_collate, token_metrics
+
+TASKS = ("text-classification", "token-classification", "question-answering")
+# The metric that picks the best epoch, per task.
+SELECTION_METRIC = {"text-classification": "accuracy", "token-classification": "f1", "question-answering": "f1"}
+
+
+@dataclass
+class DataOptions:
+    text_column: str = "text"  # text classification: CSV columns / JSON fields
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    words_field: str = "tokens"  # token classification: JSON fields
+    tags_field: str = "tags"
+    max_seq_len: int = 384  # question answering: window length and overlap (capped by the model's limit)
+    doc_stride: int = 128
+
+
+@dataclass
+class _Job:
+    model: torch.nn.Module
+    train: list[Any]
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]]
+    evaluate: Callable[[torch.nn.Module], dict[str, float]] | None
+
+
+def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike | None,
+                  config: TrainingConfig, data: DataOptions | None = None,
+                  hub: dict[str, Any] | None = None) -> tuple[TrainingResult, dict[str, Any]]:
+    """Fine-tune `model` (name or folder) for `task` on files (or `datasets` names); save the best
+    epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json."""
+    from ..tokenization import AutoTokenizer
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if config.output_dir is None:
+        raise ValueError("config.output_dir must say where to save the fine-tuned model")
+    data, hub = data or DataOptions(), hub or {}
+    tokenizer = AutoTokenizer.from_pretrained(model, **hub)
+    torch.manual_seed(config.seed)  # the new head's initialisation
+    build = {"text-classification": _text_classification, "token-classification": _token_classification,
+             "question-answering": _question_answering}[task]
+    job = build(model, tokenizer, train, validation, data, hub)
+    config = dataclasses.replace(config, metric=SELECTION_METRIC[task])
+    result = fine_tune(job.model, job.train, job.collate, config, job.evaluate)
+    tokenizer.save_pretrained(config.output_dir)
+    kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
+    metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.epochs,
+               **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
+    path = Path(config.output_dir, "metrics.json")
+    path.with_suffix(".tmp").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    os.replace(path.with_suffix(".tmp"), path)
+    return result, metrics
+
+
+def _text_classification(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
+                         hub: dict[str, Any]) -> _Job:
+    from ..tasks import AutoModelForSequenceClassification
+
+    columns = dict(text_column=data.text_column, label_column=data.label_column,
+                   text_pair_column=data.text_pair_column)
+    label2id = label_mapping(train, data.label_column)
+    examples = read_csv_examples(train, label2id=label2id, **columns)
+    dev = read_csv_examples(validation, label2id=label2id, split="validation", **columns) if validation else None
+    network = AutoModelForSequenceClassification.from_pretrained(
+        model, id2label={i: name for name, i in label2id.items()}, **hub)
+    evaluate = (lambda m: classification_metrics(m, dev, tokenizer)) if dev else None
+    return _Job(network, examples, classification_collate(tokenizer), evaluate)
+
+
+def _token_classification(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
+                          hub: dict[str, Any]) -> _Job:
+    from ..tasks import AutoModelForTokenClassification
+
+    examples = read_tagged_examples(train, data.words_field, data.tags_field)
+    dev = read_tagged_examples(validation, data.words_field, data.tags_field, "validation") if validation else None
+    tag2id = tag_mapping(examples + (dev or []))
+    id2tag = {i: tag for tag, i in tag2id.items()}
+    network = AutoModelForTokenClassification.from_pretrained(model, id2label=id2tag, **hub)
+    evaluate = (lambda m: token_metrics(m, dev, tokenizer, id2tag)) if dev else None
+    return _Job(network, examples, token_collate(tokenizer, tag2id), evaluate)
+
+
+def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
+                        hub: dict[str, Any]) -> _Job:
+    from ..tasks import AutoModelForQuestionAnswering
+
+    network = AutoModelForQuestionAnswering.from_pretrained(model, **hub)
+    limits = [n for n in (tokenizer.model_max_length, network.config.max_position_embeddings) if n]
+    length = min([data.max_seq_len, *limits])
+    stride = min(data.doc_stride, length // 2)
+    windows = qa_windows(tokenizer, read_qa_examples(train), length, stride)
+    dev = read_qa_examples(validation, "validation") if validation else None
+    evaluate = (lambda m: qa_metrics(m, dev, tokenizer, length, stride)) if dev else None
+    return _Job(network, windows, qa_collate(tokenizer), evaluate)

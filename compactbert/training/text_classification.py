@@ -1,0 +1,81 @@
+"""Text classification data: labelled texts (and text pairs), batching, evaluation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .data import load_records
+from .metrics import classification_scores
+
+
+@dataclass
+class TextExample:
+    text: str
+    label: int
+    text_pair: str | None = None
+
+
+def classification_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[list[TextExample]], dict]:
+    """Batch text examples into padded model inputs with `labels`."""
+
+    def collate(examples: list[TextExample]) -> dict[str, torch.Tensor]:
+        pairs = [e.text_pair for e in examples]
+        batch = tokenizer([e.text for e in examples], None if pairs[0] is None else pairs, max_length=max_length)
+        batch["labels"] = torch.tensor([e.label for e in examples])
+        return dict(batch)
+
+    return collate
+
+
+def classification_predictions(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
+                               batch_size: int = 32) -> list[int]:
+    """The predicted class of every example."""
+    collate = classification_collate(tokenizer)
+    predictions: list[int] = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(list(examples[start:start + batch_size]))
+        batch.pop("labels")
+        with torch.no_grad():
+            predictions += model(**batch).logits.argmax(-1).tolist()
+    return predictions
+
+
+def classification_metrics(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
+                           batch_size: int = 32) -> dict[str, float]:
+    """Accuracy and macro-averaged F1 of a sequence classifier on labelled examples."""
+    predictions = classification_predictions(model, examples, tokenizer, batch_size)
+    return classification_scores(predictions, [e.label for e in examples])
+
+
+def read_csv_examples(path: str | os.PathLike, text_column: str = "text", label_column: str = "label",
+                      text_pair_column: str | None = None, label2id: dict[str, int] | None = None,
+                      split: str = "train") -> list[TextExample]:
+    """Labelled examples from a CSV (header row) or JSON lines file, or a `datasets` dataset by name.
+
+    Labels are integers, or names mapped through `label2id` (see `label_mapping`).
+    """
+    rows = load_records(path, split, [text_column, label_column] + ([text_pair_column] if text_pair_column else []))
+    first_line = 2 if str(path).endswith(".csv") else 1  # line numbers as an editor shows them
+    examples = []
+    for n, row in enumerate(rows, first_line):
+        raw = str(row[label_column]).strip()
+        try:
+            label = label2id[raw] if label2id is not None else int(raw)
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}, record {n}: label {raw!r} is not "
+                             f"{'one of ' + ', '.join(label2id) if label2id else 'an integer'}") from None
+        examples.append(TextExample(row[text_column], label, row[text_pair_column] if text_pair_column else None))
+    return examples
+
+
+def label_mapping(path: str | os.PathLike, label_column: str = "label", split: str = "train") -> dict[str, int]:
+    """label name -> id for a file's labels: integers keep their value, names are numbered in sorted order."""
+    names = sorted({str(row[label_column]).strip() for row in load_records(path, split, [label_column])})
+    if all(name.lstrip("-").isdigit() for name in names):
+        return {name: int(name) for name in names}
+    return {name: i for i, name in enumerate(names)}
