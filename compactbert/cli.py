@@ -1,4 +1,5 @@
-"""The `compactbert` command line: fill-mask, download, list, env. Errors are one line and exit status 1."""
+"""The `compactbert` command line: fill-mask, download, list, env, bench, finetune, distill.
+Errors are one line and exit status 1."""
 
 from __future__ import annotations
 
@@ -73,6 +74,28 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--output-dir", required=True)
     _add_hub_options(tune)
 
+    still = sub.add_parser("distill", help="distil a masked-LM teacher into a smaller student (DistilBERT's recipe)")
+    still.add_argument("--teacher", required=True, help="Hub id, alias or folder of a masked-LM")
+    still.add_argument("--corpus", required=True, nargs="+", help="plain text files, one sequence per line")
+    student = still.add_mutually_exclusive_group()
+    student.add_argument("--layers", help="comma-separated teacher layers to copy (default: half of them, "
+                         "evenly spread: 0,2,4,7,9,11 for 12)")
+    student.add_argument("--student-config", help="config.json of a fresh student instead")
+    still.add_argument("--validation", help="text file: report the student's agreement with the teacher")
+    still.add_argument("--epochs", type=int, default=3)
+    still.add_argument("--batch-size", type=int, default=32)
+    still.add_argument("--gradient-accumulation", type=int, default=1)
+    still.add_argument("--learning-rate", type=float, default=5e-4)
+    still.add_argument("--max-length", type=int, default=128)
+    still.add_argument("--temperature", type=float, default=2.0)
+    still.add_argument("--alpha-ce", type=float, default=5.0)
+    still.add_argument("--alpha-mlm", type=float, default=2.0)
+    still.add_argument("--alpha-cos", type=float, default=1.0)
+    still.add_argument("--mask-smoothing", type=float, help="pick tokens with chance count^-S (the paper: 0.7)")
+    still.add_argument("--seed", type=int, default=0)
+    still.add_argument("--output-dir", required=True)
+    _add_hub_options(still)
+
     sub.add_parser("list", help="known checkpoints and their aliases")
     sub.add_parser("bench", help="speed against transformers (see `compactbert bench --help`)", add_help=False)
     sub.add_parser("env", help="versions and settings, for bug reports")
@@ -137,6 +160,34 @@ def _finetune(args: argparse.Namespace) -> int:
     result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, _hub_kwargs(args))
     for record in result.history:
         print(json.dumps(record))
+    print(f"saved to {args.output_dir}")
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from .config import AutoConfig
+    from .training import DistillationConfig, distill_from_files
+
+    try:
+        layers = [int(n) for n in args.layers.split(",")] if args.layers else None
+    except ValueError:
+        raise ValueError(f"--layers takes comma-separated integers, got {args.layers!r}") from None
+    config = DistillationConfig(
+        epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
+        learning_rate=args.learning_rate, max_length=args.max_length, temperature=args.temperature,
+        alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
+        mask_smoothing=args.mask_smoothing, seed=args.seed, output_dir=args.output_dir)
+    student_config = None
+    if args.student_config:  # a config.json file, or a folder / Hub id holding one
+        source = Path(args.student_config)
+        student_config = (AutoConfig.from_dict(json.loads(source.read_text(encoding="utf-8")))
+                          if source.is_file() else AutoConfig.from_pretrained(args.student_config))
+    metrics = distill_from_files(args.teacher, args.corpus, config, layers, student_config, args.validation,
+                                 _hub_kwargs(args))
+    for record in metrics["history"]:
+        print(json.dumps(record))
+    if "agreement_before" in metrics:
+        print(f"agreement with the teacher: {metrics['agreement_before']:.3f} -> {metrics['agreement_after']:.3f}")
     print(f"saved to {args.output_dir}")
     return 0
 
@@ -215,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _download(args)
         if args.command == "finetune":
             return _finetune(args)
+        if args.command == "distill":
+            return _distill(args)
         if args.command == "list":
             return _list()
         return _env()

@@ -161,6 +161,11 @@ class BaseConfig:
     # Sentence vector of classification heads: "pooler", or DistilBERT's "pre_classifier" (+ ReLU).
     sentence_head: ClassVar[str] = "pooler"
     has_next_sentence: ClassVar[bool] = True  # a next-sentence head exists in this family
+    layers_field: ClassVar[str] = "num_hidden_layers"  # the config field that counts encoder layers
+
+    def with_layers(self, count: int) -> "BaseConfig":
+        """A copy with `count` encoder layers."""
+        return self.replace(**{self.layers_field: count})
 
     def head_dropout(self, task: str) -> float:
         """Dropout before a task head, as each family's reference implementation sets it."""
@@ -337,6 +342,7 @@ class DistilBertConfig(BaseConfig):
     seq_classif_dropout: float = 0.2  # dropout in the sequence-classification head
     sentence_head: ClassVar[str] = "pre_classifier"
     has_next_sentence: ClassVar[bool] = False
+    layers_field: ClassVar[str] = "n_layers"
 
     def head_dropout(self, task: str) -> float:
         return {"question_answering": self.qa_dropout, "token_classification": self.dropout}.get(

@@ -1,7 +1,12 @@
-"""Training: the fine-tuning loop, task data and metrics, one-call recipes (distillation and Agora
-join them). Imports the rest of the package; nothing in the core imports it."""
+"""Training: the fine-tuning loop, task data and metrics, one-call recipes, masked-LM masking and
+distillation (Agora joins them). Imports the rest of the package; nothing in the core imports it."""
 
+from .distill import (
+    DistillationConfig, DistillationLoss, DistillationResult, TextCorpus, default_layers, distill, distill_from_files,
+    distillation_loss, student_from_teacher,
+)
 from .finetune import TrainingConfig, TrainingResult, fine_tune, linear_schedule, parameter_groups
+from .masking import mask_tokens, mlm_accuracy, mlm_agreement, mlm_collate, token_weights
 from .metrics import classification_scores, entity_scores, entity_spans, normalize_answer, squad_scores
 from .question_answering import QAExample, QAWindow, qa_collate, qa_metrics, qa_windows, read_qa_examples
 from .recipes import TASKS, DataOptions, finetune_task
@@ -14,6 +19,9 @@ from .token_classification import (
 )
 
 __all__ = [
+    "DistillationConfig", "DistillationLoss", "DistillationResult", "TextCorpus", "default_layers", "distill",
+    "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate",
+    "student_from_teacher", "token_weights",
     "DataOptions", "QAExample", "QAWindow", "TASKS", "TaggedExample", "TextExample", "TrainingConfig",
     "TrainingResult", "classification_collate", "classification_metrics", "classification_predictions",
     "classification_scores", "entity_scores", "entity_spans", "fine_tune", "finetune_task", "label_mapping",
