@@ -1,4 +1,4 @@
-"""The `compactbert` command line: fill-mask, download, list, env, bench, finetune, distill.
+"""The `compactbert` command line: fill-mask, download, list, env, bench, finetune, distill, agora.
 Errors are one line and exit status 1."""
 
 from __future__ import annotations
@@ -96,6 +96,30 @@ def _parser() -> argparse.ArgumentParser:
     still.add_argument("--output-dir", required=True)
     _add_hub_options(still)
 
+    ag = sub.add_parser("agora", help="Agora fine-tuning (BORT's procedure) on a classification task")
+    ag.add_argument("--model", required=True, help="the candidate: Hub id, alias or folder (a new head is added)")
+    ag.add_argument("--labeller", required=True, help="a fine-tuned classifier that labels generated texts")
+    ag.add_argument("--filler", required=True, help="a masked-LM that generates neighbours by in-filling "
+                    "(not BORT's own checkpoint: its masked-LM head is untrained)")
+    ag.add_argument("--train", required=True, help="CSV (header row) or JSON lines, or a `datasets` name")
+    ag.add_argument("--validation", required=True, help="the dev set: searched on, and partly held out")
+    ag.add_argument("--text-column", default="text")
+    ag.add_argument("--text-pair-column")
+    ag.add_argument("--label-column", default="label")
+    ag.add_argument("--learning-rates", default="1e-4,1e-5,9e-6")
+    ag.add_argument("--weight-decays", default="0,0.01")
+    ag.add_argument("--warmup-ratios", default="0.1")
+    ag.add_argument("--batch-sizes", default="8,16")
+    ag.add_argument("--seeds", default="0")
+    ag.add_argument("--bort-grid", action="store_true", help="the BORT README's grid of 480 sets instead")
+    ag.add_argument("--epochs", type=int, default=3, help="epochs per model (the per-round budget)")
+    ag.add_argument("--holdout", type=float, default=0.3, help="share of the dev set kept out of the search")
+    ag.add_argument("--neighbours", type=int, default=1, help="generated points per dev mistake")
+    ag.add_argument("--max-replays", type=int, default=1, help="re-runs of a round that did not improve")
+    ag.add_argument("--seed", type=int, default=0)
+    ag.add_argument("--output-dir", required=True)
+    _add_hub_options(ag)
+
     sub.add_parser("list", help="known checkpoints and their aliases")
     sub.add_parser("bench", help="speed against transformers (see `compactbert bench --help`)", add_help=False)
     sub.add_parser("env", help="versions and settings, for bug reports")
@@ -168,10 +192,7 @@ def _distill(args: argparse.Namespace) -> int:
     from .config import AutoConfig
     from .training import DistillationConfig, distill_from_files
 
-    try:
-        layers = [int(n) for n in args.layers.split(",")] if args.layers else None
-    except ValueError:
-        raise ValueError(f"--layers takes comma-separated integers, got {args.layers!r}") from None
+    layers = _numbers(args.layers, int, "--layers") if args.layers else None
     config = DistillationConfig(
         epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
         learning_rate=args.learning_rate, max_length=args.max_length, temperature=args.temperature,
@@ -189,6 +210,36 @@ def _distill(args: argparse.Namespace) -> int:
     if "agreement_before" in metrics:
         print(f"agreement with the teacher: {metrics['agreement_before']:.3f} -> {metrics['agreement_after']:.3f}")
     print(f"saved to {args.output_dir}")
+    return 0
+
+
+def _numbers(text: str, kind: type, option: str) -> list[Any]:
+    try:
+        return [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated {kind.__name__}s, got {text!r}") from None
+
+
+def _agora(args: argparse.Namespace) -> int:
+    from .training import BORT_GRID, agora_from_files, hyperparameter_grid
+
+    thetas = BORT_GRID if args.bort_grid else hyperparameter_grid(
+        _numbers(args.learning_rates, float, "--learning-rates"), _numbers(args.weight_decays, float, "--weight-decays"),
+        _numbers(args.warmup_ratios, float, "--warmup-ratios"), _numbers(args.batch_sizes, int, "--batch-sizes"),
+        _numbers(args.seeds, int, "--seeds"))
+    result = agora_from_files(args.model, args.train, args.validation, args.labeller, args.filler, thetas,
+                              args.output_dir, epochs=args.epochs, holdout=args.holdout, neighbours=args.neighbours,
+                              max_replays=args.max_replays, text_column=args.text_column,
+                              label_column=args.label_column, text_pair_column=args.text_pair_column,
+                              seed=args.seed, hub=_hub_kwargs(args))
+    for entry in result.report:
+        print(f"round {entry['round']}: best {entry['round_best']:.4f}, so far {entry['best_so_far']:.4f}, "
+              f"{entry['mistakes']} mistakes, {entry['added']} added, {len(entry['pruned'])} pruned, "
+              f"{entry['remaining']} remain")
+    print(f"search dev: Agora {result.score:.4f} (round {result.round}), plain fine-tuning {result.baseline_score:.4f}")
+    if result.held_out_score is not None:
+        print(f"held-out dev: Agora {result.held_out_score:.4f}, plain fine-tuning {result.baseline_held_out_score:.4f}")
+    print(f"saved to {args.output_dir} (report: agora_report.json)")
     return 0
 
 
@@ -268,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _finetune(args)
         if args.command == "distill":
             return _distill(args)
+        if args.command == "agora":
+            return _agora(args)
         if args.command == "list":
             return _list()
         return _env()

@@ -145,3 +145,21 @@ def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **c
     model.config.tokenizer_class = "RobertaTokenizer" if family == "bert" else None
     save_oracle(model, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_mlm_folder(tmp_path_factory):
+    """A real masked-LM: all-MiniLM-L6-v2's weights with a masked-LM head fitted by masked-LM
+    fine-tuning on examples/data/corpus_train.txt (the package ships no head); about 40 s."""
+    from compactbert.training import TrainingConfig, fine_tune, mlm_collate
+
+    folder = tmp_path_factory.mktemp("minilm-mlm")
+    tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
+    lines = (Path(__file__).resolve().parent.parent / "examples/data/corpus_train.txt").read_text().splitlines()
+    torch.manual_seed(0)
+    model = cb.AutoModelForMaskedLM.from_pretrained(minilm_folder())
+    fine_tune(model, lines, mlm_collate(tokenizer),
+              TrainingConfig(epochs=8, batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

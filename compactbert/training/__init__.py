@@ -1,6 +1,10 @@
 """Training: the fine-tuning loop, task data and metrics, one-call recipes, masked-LM masking and
-distillation (Agora joins them). Imports the rest of the package; nothing in the core imports it."""
+distillation and Agora. Imports the rest of the package; nothing in the core imports it."""
 
+from .agora import (
+    BORT_GRID, AgoraResult, ClassifierLabeller, ClassifierTrainer, Hyperparameters, InfillingGenerator, agora,
+    agora_from_files, fresh_head_copies, hyperparameter_grid, prune, split_dev,
+)
 from .distill import (
     DistillationConfig, DistillationLoss, DistillationResult, TextCorpus, default_layers, distill, distill_from_files,
     distillation_loss, student_from_teacher,
@@ -19,6 +23,8 @@ from .token_classification import (
 )
 
 __all__ = [
+    "AgoraResult", "BORT_GRID", "ClassifierLabeller", "ClassifierTrainer", "Hyperparameters", "InfillingGenerator",
+    "agora", "agora_from_files", "fresh_head_copies", "hyperparameter_grid", "prune", "split_dev",
     "DistillationConfig", "DistillationLoss", "DistillationResult", "TextCorpus", "default_layers", "distill",
     "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate",
     "student_from_teacher", "token_weights",
