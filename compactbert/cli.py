@@ -192,6 +192,8 @@ def _distill(args: argparse.Namespace) -> int:
     from .config import AutoConfig
     from .training import DistillationConfig, distill_from_files
 
+    _show_progress("compactbert.training.distill", "distill")
+
     layers = _numbers(args.layers, int, "--layers") if args.layers else None
     config = DistillationConfig(
         epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
@@ -213,6 +215,16 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_progress(logger_name: str, prefix: str) -> None:
+    """Print a training module's INFO messages (per epoch or round) on standard error as they come."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prefix}: %(message)s"))
+    log = logging.getLogger(logger_name)
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.propagate = False
+
+
 def _numbers(text: str, kind: type, option: str) -> list[Any]:
     try:
         return [kind(item) for item in text.split(",") if item.strip()]
@@ -222,6 +234,8 @@ def _numbers(text: str, kind: type, option: str) -> list[Any]:
 
 def _agora(args: argparse.Namespace) -> int:
     from .training import BORT_GRID, agora_from_files, hyperparameter_grid
+
+    _show_progress("compactbert.training.agora", "agora")
 
     thetas = BORT_GRID if args.bort_grid else hyperparameter_grid(
         _numbers(args.learning_rates, float, "--learning-rates"), _numbers(args.weight_decays, float, "--weight-decays"),

@@ -163,3 +163,17 @@ def minilm_mlm_folder(tmp_path_factory):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def one_and_two_processes(script: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """Run `script OUT` alone and under `torchrun --nproc_per_node=2`; the two saved results."""
+    import subprocess
+    import sys
+
+    single, double = tmp_path / "single.pt", tmp_path / "double.pt"
+    run = subprocess.run([sys.executable, str(script), str(single)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), str(double)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return torch.load(single), torch.load(double)

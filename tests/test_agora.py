@@ -196,7 +196,7 @@ def test_end_to_end_agora_on_scarce_sentiment_data(tmp_path, minilm_mlm_folder):
     final = report["final"]
     assert final["best_score"] == max(r["round_best"] for r in report["rounds"]) >= final["baseline_score"]
     assert 0 <= final["held_out_score"] <= 1 and 0 <= final["baseline_held_out_score"] <= 1
-    assert "held-out dev: Agora" in run.stdout
+    assert "held-out dev: Agora" in run.stdout and "agora: agora round 1: best" in run.stderr  # progress as it runs
     # The saved model is the best one: it scores its reported accuracy on the search part of dev.
     search, _ = split_dev(read_csv_examples(DATA / "sentiment_dev.csv"), 0.4, seed=0)
     saved = cb.AutoModelForSequenceClassification.from_pretrained(out)

@@ -18,7 +18,7 @@ from compactbert.training import (
     DistillationConfig, TextCorpus, default_layers, distill, distillation_loss, mask_tokens, mlm_accuracy,
     mlm_agreement, student_from_teacher, token_weights,
 )
-from conftest import TINY, minilm_folder, transformers
+from conftest import TINY, minilm_folder, one_and_two_processes, transformers
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "examples" / "data"
@@ -160,14 +160,7 @@ def test_distill_refuses_mismatched_models(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path):
     """The same global batch on 2 processes (DDP, gloo) gives the single-process student."""
-    script = Path(__file__).resolve().parent / "ddp_distill.py"
-    single, double = tmp_path / "single.pt", tmp_path / "double.pt"
-    run = subprocess.run([sys.executable, str(script), str(single)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(double)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    a, b = torch.load(single), torch.load(double)
+    a, b = one_and_two_processes(Path(__file__).resolve().parent / "ddp_distill.py", tmp_path)
     assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
     assert a["losses"][1] < a["losses"][0]
     for name, value in a["params"].items():
@@ -194,7 +187,7 @@ def test_end_to_end_distillation_raises_agreement(tmp_path, minilm_mlm_folder):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["agreement_after"] >= metrics["agreement_before"] + 0.1, metrics
     assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
-    assert "agreement with the teacher" in run.stdout
+    assert "agreement with the teacher" in run.stdout and "distill: epoch 1:" in run.stderr
 
     ours = cb.AutoModelForMaskedLM.from_pretrained(out)
     theirs = transformers.AutoModelForMaskedLM.from_pretrained(out)

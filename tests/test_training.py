@@ -12,7 +12,7 @@ from compactbert.training import (
     TextExample, TrainingConfig, classification_collate, classification_metrics, fine_tune, linear_schedule,
     parameter_groups, read_csv_examples,
 )
-from conftest import minilm_folder
+from conftest import minilm_folder, one_and_two_processes
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
@@ -100,17 +100,7 @@ def test_fine_tuning_real_weights_learns(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path):
     """The same global batch on 2 processes (DDP, gloo) gives the single-process result."""
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parent / "ddp_train.py"
-    single, double = tmp_path / "single.pt", tmp_path / "double.pt"
-    run = subprocess.run([sys.executable, str(script), str(single)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), str(double)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    a, b = torch.load(single), torch.load(double)
+    a, b = one_and_two_processes(Path(__file__).resolve().parent / "ddp_train.py", tmp_path)
     assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
     for name, value in a["params"].items():
         assert torch.allclose(value, b["params"][name], atol=1e-5), name

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .finetune import _Distributed, linear_schedule, parameter_groups
+from .finetune import _Distributed, check_schedule, linear_schedule, parameter_groups
 from .masking import chunks, mask_tokens, token_weights
 
 logger = logging.getLogger(__name__)
@@ -152,11 +152,7 @@ class DistillationConfig:
     output_dir: str | os.PathLike | None = None  # the student is saved here (Hub layout) with the tokenizer
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
-            raise ValueError("epochs, batch_size and gradient_accumulation must be at least 1")
-        if self.batch_size % self.gradient_accumulation:
-            raise ValueError(f"batch_size {self.batch_size} must be divisible by gradient_accumulation "
-                             f"{self.gradient_accumulation}")
+        check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)
         if not 0 < self.mlm_probability < 1 or self.temperature <= 0:
             raise ValueError("mlm_probability must be in (0, 1) and temperature positive")
 

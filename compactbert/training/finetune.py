@@ -41,13 +41,17 @@ class TrainingConfig:
     progress: bool = False  # a progress bar on standard error (rank 0 only)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
-            raise ValueError("epochs, batch_size and gradient_accumulation must be at least 1")
-        if self.batch_size % self.gradient_accumulation:
-            raise ValueError(f"batch_size {self.batch_size} must be divisible by gradient_accumulation "
-                             f"{self.gradient_accumulation}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)
+
+
+def check_schedule(epochs: int, batch_size: int, gradient_accumulation: int, warmup_ratio: float) -> None:
+    """The checks every training config shares, with messages saying what to change."""
+    if epochs < 1 or batch_size < 1 or gradient_accumulation < 1:
+        raise ValueError("epochs, batch_size and gradient_accumulation must be at least 1")
+    if batch_size % gradient_accumulation:
+        raise ValueError(f"batch_size {batch_size} must be divisible by gradient_accumulation {gradient_accumulation}")
+    if not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
 
 
 @dataclass
