@@ -20,8 +20,7 @@ from conftest import tokenized_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLE = Path(os.environ.get("COMPACTBERT_TRANSFORMERS4", ROOT / ".oracle" / "transformers4"))
-INSTALL = ("pip install --no-deps --target .oracle/transformers4 transformers==4.57.1 tokenizers==0.22.1 "
-           "huggingface_hub==0.36.0")
+INSTALL = "bash tests/setup_oracles.sh"
 
 CONTEXT = ("Ada Lovelace was an English mathematician and writer, chiefly known for her work on Charles "
            "Babbage's proposed mechanical general-purpose computer, the Analytical Engine. She was the first "
