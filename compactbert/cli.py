@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_hub_options(download)
 
     tune = sub.add_parser("finetune", help="fine-tune a model on your data and save it in Hub layout")
-    tune.add_argument("task", choices=["text-classification", "token-classification", "question-answering"])
+    tune.add_argument("task", choices=["text-classification", "token-classification", "question-answering",
+                                       "multiple-choice"])
     tune.add_argument("--model", required=True, help="Hub id, alias or local folder to start from")
     tune.add_argument("--train", required=True, help="text classification: CSV with a header row or JSON lines; "
                       "token classification and QA: JSON lines (see docs/fine-tuning.md); or a `datasets` name")
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--tags-field", default="tags", help="token classification: the field with the tags")
     tune.add_argument("--max-seq-len", type=int, default=384, help="QA: window length in tokens")
     tune.add_argument("--doc-stride", type=int, default=128, help="QA: overlap of consecutive windows")
+    tune.add_argument("--context-field", default="context", help="multiple choice: the field with the context")
+    tune.add_argument("--choices-field", default="choices", help="multiple choice: the field with the choices "
+                      "(the right one's index is in --label-column)")
     tune.add_argument("--epochs", type=int, default=3)
     tune.add_argument("--batch-size", type=int, default=16)
     tune.add_argument("--learning-rate", type=float, default=5e-5)
@@ -180,7 +184,8 @@ def _finetune(args: argparse.Namespace) -> int:
                             output_dir=args.output_dir)
     data = DataOptions(text_column=args.text_column, text_pair_column=args.text_pair_column,
                        label_column=args.label_column, words_field=args.words_field, tags_field=args.tags_field,
-                       max_seq_len=args.max_seq_len, doc_stride=args.doc_stride)
+                       max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+                       context_field=args.context_field, choices_field=args.choices_field)
     result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, _hub_kwargs(args))
     for record in result.history:
         print(json.dumps(record))

@@ -151,6 +151,12 @@ def test_finetune_token_classification_and_qa(tmp_path):
     answer = cb.pipeline("question-answering", model=tmp_path / "qa")(question="Where?", context="Ada lived in London.")
     assert answer["answer"] in "Ada lived in London."
 
+    mc = cli("finetune", "multiple-choice", "--model", str(minilm_folder()), "--train", str(data / "mc_dev.jsonl"),
+             "--validation", str(data / "mc_dev.jsonl"), "--epochs", "1", "--output-dir", str(tmp_path / "mc"))
+    assert mc.returncode == 0, mc.stderr
+    assert 0 <= json.loads((tmp_path / "mc" / "metrics.json").read_text())["eval_accuracy"] <= 1
+    assert cb.AutoModelForMultipleChoice.from_pretrained(tmp_path / "mc").classifier.weight.shape[0] == 1
+
     bad = cli("finetune", "question-answering", "--model", str(minilm_folder()), "--train", str(data / "ner_dev.jsonl"),
               "--output-dir", str(tmp_path / "x"))
     assert bad.returncode == 1 and "no field(s) question, context, answers" in bad.stderr

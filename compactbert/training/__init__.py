@@ -12,6 +12,7 @@ from .distill import (
 from .finetune import TrainingConfig, TrainingResult, fine_tune, linear_schedule, parameter_groups
 from .masking import mask_tokens, mlm_accuracy, mlm_agreement, mlm_collate, token_weights
 from .metrics import classification_scores, entity_scores, entity_spans, normalize_answer, squad_scores
+from .multiple_choice import ChoiceExample, choice_collate, choice_metrics, read_choice_examples
 from .question_answering import QAExample, QAWindow, qa_collate, qa_metrics, qa_windows, read_qa_examples
 from .recipes import TASKS, DataOptions, finetune_task
 from .text_classification import (
@@ -23,6 +24,7 @@ from .token_classification import (
 )
 
 __all__ = [
+    "ChoiceExample", "choice_collate", "choice_metrics", "read_choice_examples",
     "AgoraResult", "BORT_GRID", "ClassifierLabeller", "ClassifierTrainer", "Hyperparameters", "InfillingGenerator",
     "agora", "agora_from_files", "fresh_head_copies", "hyperparameter_grid", "prune", "split_dev",
     "DistillationConfig", "DistillationLoss", "DistillationResult", "TextCorpus", "default_layers", "distill",

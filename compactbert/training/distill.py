@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .finetune import _Distributed, check_schedule, linear_schedule, parameter_groups
+from .finetune import _Distributed, check_schedule, is_main_process, linear_schedule, parameter_groups
 from .masking import chunks, mask_tokens, token_weights
 
 logger = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
     if held_out:
         metrics["agreement_after"] = mlm_agreement(student, teacher_model, tokenizer, held_out, seed=config.seed)
     metrics["history"] = result.history
-    if _Distributed().rank == 0:
+    if is_main_process():
         from pathlib import Path
 
         path = Path(config.output_dir, "metrics.json")

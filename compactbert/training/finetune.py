@@ -114,6 +114,11 @@ class _Distributed:
         return tensor.item() / self.world
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun, or a single process: the one that logs and writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _close_process_group() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -17,14 +17,16 @@ from typing import Any, Callable
 
 import torch
 
-from .finetune import TrainingConfig, TrainingResult, fine_tune
+from .finetune import TrainingConfig, TrainingResult, fine_tune, is_main_process
+from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
 from .text_classification import classification_collate, classification_metrics, label_mapping, read_csv_examples
 from .token_classification import read_tagged_examples, tag_mapping, token_collate, token_metrics
 
-TASKS = ("text-classification", "token-classification", "question-answering")
+TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
 # The metric that picks the best epoch, per task.
-SELECTION_METRIC = {"text-classification": "accuracy", "token-classification": "f1", "question-answering": "f1"}
+SELECTION_METRIC = {"text-classification": "accuracy", "token-classification": "f1", "question-answering": "f1",
+                    "multiple-choice": "accuracy"}
 
 
 @dataclass
@@ -36,6 +38,8 @@ class DataOptions:
     tags_field: str = "tags"
     max_seq_len: int = 384  # question answering: window length and overlap (capped by the model's limit)
     doc_stride: int = 128
+    context_field: str = "context"  # multiple choice: JSON fields (the label field is label_column)
+    choices_field: str = "choices"
 
 
 @dataclass
@@ -61,17 +65,18 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
     tokenizer = AutoTokenizer.from_pretrained(model, **hub)
     torch.manual_seed(config.seed)  # the new head's initialisation
     build = {"text-classification": _text_classification, "token-classification": _token_classification,
-             "question-answering": _question_answering}[task]
+             "question-answering": _question_answering, "multiple-choice": _multiple_choice}[task]
     job = build(model, tokenizer, train, validation, data, hub)
     config = dataclasses.replace(config, metric=SELECTION_METRIC[task])
     result = fine_tune(job.model, job.train, job.collate, config, job.evaluate)
-    tokenizer.save_pretrained(config.output_dir)
     kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
     metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.epochs,
                **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
-    path = Path(config.output_dir, "metrics.json")
-    path.with_suffix(".tmp").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(path.with_suffix(".tmp"), path)
+    if is_main_process():  # under torchrun, one process writes
+        tokenizer.save_pretrained(config.output_dir)
+        path = Path(config.output_dir, "metrics.json")
+        path.with_suffix(".tmp").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        os.replace(path.with_suffix(".tmp"), path)
     return result, metrics
 
 
@@ -115,3 +120,15 @@ def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any,
     dev = read_qa_examples(validation, "validation") if validation else None
     evaluate = (lambda m: qa_metrics(m, dev, tokenizer, length, stride)) if dev else None
     return _Job(network, windows, qa_collate(tokenizer), evaluate)
+
+
+def _multiple_choice(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
+                     hub: dict[str, Any]) -> _Job:
+    from ..tasks import AutoModelForMultipleChoice
+
+    fields = (data.context_field, data.choices_field, data.label_column)
+    examples = read_choice_examples(train, *fields)
+    dev = read_choice_examples(validation, *fields, split="validation") if validation else None
+    network = AutoModelForMultipleChoice.from_pretrained(model, **hub)
+    evaluate = (lambda m: choice_metrics(m, dev, tokenizer)) if dev else None
+    return _Job(network, examples, choice_collate(tokenizer), evaluate)

@@ -1,0 +1,75 @@
+"""Multiple-choice data (SWAG-style): a context and its candidate continuations, one of them right.
+
+Each (context, choice) pair is encoded like a sentence pair; the model scores every pair and the
+highest score is the prediction.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .data import load_records
+from .metrics import classification_scores
+
+
+@dataclass
+class ChoiceExample:
+    context: str
+    choices: list[str]
+    label: int  # index of the right choice
+
+    def __post_init__(self) -> None:
+        if len(self.choices) < 2:
+            raise ValueError(f"a multiple-choice example needs at least 2 choices, got {len(self.choices)}")
+        if not 0 <= self.label < len(self.choices):
+            raise ValueError(f"label {self.label} is not the index of one of the {len(self.choices)} choices")
+
+
+def read_choice_examples(path: str | os.PathLike, context_field: str = "context", choices_field: str = "choices",
+                         label_field: str = "label", split: str = "train") -> list[ChoiceExample]:
+    """Examples from JSON lines ({"context": ..., "choices": [...], "label": 1} per line) or a
+    `datasets` name with those fields."""
+    examples = []
+    for n, record in enumerate(load_records(path, split, [context_field, choices_field, label_field]), 1):
+        try:
+            examples.append(ChoiceExample(str(record[context_field]), [str(c) for c in record[choices_field]],
+                                          int(record[label_field])))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}, record {n}: {exc}") from None
+    counts = {len(e.choices) for e in examples}
+    if len(counts) > 1:
+        raise ValueError(f"{path}: every example needs the same number of choices, found {sorted(counts)}")
+    return examples
+
+
+def choice_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[list[ChoiceExample]], dict]:
+    """Batch examples into (B, choices, T) inputs with `labels`."""
+
+    def collate(examples: list[ChoiceExample]) -> dict[str, torch.Tensor]:
+        contexts = [e.context for e in examples for _ in e.choices]
+        endings = [c for e in examples for c in e.choices]
+        batch = tokenizer(contexts, endings, max_length=max_length)
+        shape = (len(examples), len(examples[0].choices), -1)
+        out = {name: value.view(shape) for name, value in batch.items()}
+        out["labels"] = torch.tensor([e.label for e in examples])
+        return out
+
+    return collate
+
+
+def choice_metrics(model: nn.Module, examples: Sequence[ChoiceExample], tokenizer: Any,
+                   batch_size: int = 16) -> dict[str, float]:
+    """Accuracy (and macro-F1 over choice positions) of a multiple-choice model."""
+    collate = choice_collate(tokenizer)
+    predictions: list[int] = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(list(examples[start:start + batch_size]))
+        batch.pop("labels")
+        with torch.no_grad():
+            predictions += model(**batch).logits.argmax(-1).tolist()
+    return classification_scores(predictions, [e.label for e in examples])
