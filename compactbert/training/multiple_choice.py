@@ -15,6 +15,7 @@ from torch import nn
 
 from .data import load_records
 from .metrics import classification_scores
+from .text_classification import argmax_predictions
 
 
 @dataclass
@@ -65,11 +66,5 @@ def choice_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[l
 def choice_metrics(model: nn.Module, examples: Sequence[ChoiceExample], tokenizer: Any,
                    batch_size: int = 16) -> dict[str, float]:
     """Accuracy (and macro-F1 over choice positions) of a multiple-choice model."""
-    collate = choice_collate(tokenizer)
-    predictions: list[int] = []
-    for start in range(0, len(examples), batch_size):
-        batch = collate(list(examples[start:start + batch_size]))
-        batch.pop("labels")
-        with torch.no_grad():
-            predictions += model(**batch).logits.argmax(-1).tolist()
+    predictions = argmax_predictions(model, examples, choice_collate(tokenizer), batch_size)
     return classification_scores(predictions, [e.label for e in examples])

@@ -32,10 +32,9 @@ def classification_collate(tokenizer: Any, max_length: int | None = None) -> Cal
     return collate
 
 
-def classification_predictions(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
-                               batch_size: int = 32) -> list[int]:
-    """The predicted class of every example."""
-    collate = classification_collate(tokenizer)
+def argmax_predictions(model: nn.Module, examples: Sequence[Any], collate: Callable[[list[Any]], dict],
+                       batch_size: int = 32) -> list[int]:
+    """The highest-scoring class of every example, batching through a training `collate`."""
     predictions: list[int] = []
     for start in range(0, len(examples), batch_size):
         batch = collate(list(examples[start:start + batch_size]))
@@ -43,6 +42,12 @@ def classification_predictions(model: nn.Module, examples: Sequence[TextExample]
         with torch.no_grad():
             predictions += model(**batch).logits.argmax(-1).tolist()
     return predictions
+
+
+def classification_predictions(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
+                               batch_size: int = 32) -> list[int]:
+    """The predicted class of every example."""
+    return argmax_predictions(model, examples, classification_collate(tokenizer), batch_size)
 
 
 def classification_metrics(model: nn.Module, examples: Sequence[TextExample], tokenizer: Any,
