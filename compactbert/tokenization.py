@@ -190,6 +190,19 @@ class Tokenizer:
             out = BatchEncoding({k: v[0] for k, v in out.items()})
         return out
 
+    def pad_ids(self, ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]] | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Right-pad already encoded rows into (B, T) tensors: input_ids, attention_mask, and
+        token_type_ids when `type_ids` are given and this tokenizer returns them."""
+        width = max(len(row) for row in ids)
+        batch = {
+            "input_ids": torch.tensor([list(row) + [self.pad_token_id] * (width - len(row)) for row in ids]),
+            "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
+        }
+        if type_ids is not None and self.returns_token_type_ids:
+            batch["token_type_ids"] = torch.tensor([list(row) + [0] * (width - len(row)) for row in type_ids])
+        return batch
+
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
         pairs = None if text_pair is None else [text_pair]
         return self.encode_batch([text], pairs, add_special_tokens)[0].ids

@@ -33,15 +33,12 @@ class Pipeline:
         self.max_length = min(limits)
 
     def _pad(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        width = max(len(p.ids) for p in items)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([p.ids + [pad] * (width - len(p.ids)) for p in items])
-        attention = torch.tensor([[1] * len(p.ids) + [0] * (width - len(p.ids)) for p in items])
-        types = None
-        if self.tokenizer.returns_token_type_ids and self.model.encoder.spec.type_vocab_size:
-            types = torch.tensor([p.type_ids + [0] * (width - len(p.type_ids)) for p in items])
+        with_types = bool(self.model.encoder.spec.type_vocab_size)
+        batch = self.tokenizer.pad_ids([p.ids for p in items], [p.type_ids for p in items] if with_types else None)
         device = self.model.device
-        return ids.to(device), attention.to(device), None if types is None else types.to(device)
+        types = batch.get("token_type_ids")
+        return (batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                None if types is None else types.to(device))
 
     def _batches(self, items: Sequence[Prepared], batch_size: int | None) -> Iterator[list[int]]:
         """Indices of `items` in batches of similar length."""

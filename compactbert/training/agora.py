@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .data import write_json_atomic
 from .finetune import TrainingConfig, fine_tune
 from .text_classification import TextExample, classification_collate, classification_metrics, classification_predictions
 
@@ -158,7 +158,7 @@ class ClassifierTrainer:
 
 @dataclass
 class AgoraResult:
-    model: nn.Module  # the best model of any round (its weights, restored)
+    model: nn.Module  # the best model of any round
     score: float  # its score on the search dev set
     theta: Hyperparameters
     round: int  # 1-based round that produced it
@@ -184,9 +184,10 @@ def agora(train: Sequence[TextExample], dev: Sequence[TextExample], thetas: Sequ
           predict: Callable[[nn.Module, Sequence[TextExample]], list[int]], holdout: float = 0.0,
           neighbours: int = 1, max_replays: int = 1, seed: int = 0,
           report_path: str | os.PathLike | None = None) -> AgoraResult:
-    """Run Agora; `predict(model, examples)` gives a model's labels (to find its dev mistakes and
-    score it on the held-out part). The per-round report is logged and, with `report_path`,
-    rewritten as JSON after every round."""
+    """Run Agora. `trainer(theta, train, dev)` returns a newly trained (model, score) and never
+    touches that model again, so the best one is kept as it is. `predict(model, examples)` gives a
+    model's labels (to find its dev mistakes and score it on the held-out part). The per-round
+    report is logged and, with `report_path`, rewritten as JSON after every round."""
     if not thetas:
         raise ValueError("Agora needs at least one hyperparameter set")
     if len(set(thetas)) != len(thetas):
@@ -212,8 +213,7 @@ def agora(train: Sequence[TextExample], dev: Sequence[TextExample], thetas: Sequ
                 model, score = trainer(run, pool, search)
                 scores.append((theta, score))
                 if round_best is None or score > round_best["score"]:
-                    round_best = {"score": score, "theta": run, "state": copy.deepcopy(model.state_dict()),
-                                  "model": model}
+                    round_best = {"score": score, "theta": run, "model": model}
             improved = best is None or round_best["score"] > best["score"]
             if improved or replays >= max_replays:
                 break
@@ -243,12 +243,10 @@ def agora(train: Sequence[TextExample], dev: Sequence[TextExample], thetas: Sequ
         _write_report(report_path, report)
     assert best is not None and baseline is not None  # at least one round ran
     model = best["model"]
-    model.load_state_dict(best["state"])
     result = AgoraResult(model, best["score"], best["theta"], best["round"], baseline["score"],
                          train_size=len(pool), report=report)
     if held_out:
         result.held_out_score = _accuracy(predict(model, held_out), held_out)
-        baseline["model"].load_state_dict(baseline["state"])
         result.baseline_held_out_score = _accuracy(predict(baseline["model"], held_out), held_out)
     _write_report(report_path, report, result)
     return result
@@ -268,10 +266,7 @@ def _write_report(path: str | os.PathLike | None, rounds: list[dict[str, Any]], 
                             "held_out_score": result.held_out_score,
                             "baseline_held_out_score": result.baseline_held_out_score,
                             "train_size": result.train_size}
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(content, fh, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, content)
 
 
 # ---------------------------------------------------------------------------- from files

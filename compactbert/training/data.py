@@ -1,4 +1,5 @@
-"""Reading training data: CSV with a header row, JSON lines, and `datasets` datasets by name.
+"""Reading training data (CSV with a header row, JSON lines, `datasets` datasets by name) and
+writing reports atomically.
 
 Errors name the file and the line as an editor shows it.
 """
@@ -9,6 +10,15 @@ import csv
 import json
 import os
 from typing import Any, Iterable
+
+
+def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
+    """Write JSON next to `path` and move it into place: readers never see a half-written file."""
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(content, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
 
 
 def read_csv(path: str | os.PathLike, columns: Iterable[str]) -> list[dict[str, str]]:

@@ -17,7 +17,6 @@ gradients are averaged (DistributedDataParallel); only rank 0 logs and saves.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import write_json_atomic
 from .finetune import _Distributed, check_schedule, is_main_process, linear_schedule, parameter_groups
-from .masking import chunks, mask_tokens, token_weights
+from .masking import chunks, mlm_collate, token_weights
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,10 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
                          f"{teacher.config.vocab_size}")
     dist = _Distributed()
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)  # the same on every process
     lines, counts = corpus.statistics(tokenizer, config.max_length)
     weights = token_weights(counts, config.mask_smoothing, sorted(tokenizer.all_special_ids))
+    # Seeded alike on every process, so all draw the same masks.
+    masked_batch = mlm_collate(tokenizer, config.mlm_probability, config.seed, config.max_length, weights)
     micro = config.batch_size // config.gradient_accumulation
     total = math.ceil(lines / config.batch_size) * config.epochs
     runner: nn.Module = nn.parallel.DistributedDataParallel(student) if dist.world > 1 else student
@@ -198,7 +199,7 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
         for global_batch in chunks(iter(corpus), config.batch_size):
             # Every process masks the whole global batch alike, then trains on its share of the rows:
             # the result equals one process training on the whole batch.
-            inputs = _masked_batch(tokenizer, global_batch, weights, generator, config)
+            inputs = masked_batch(global_batch)
             rows = dist.shard(list(range(len(global_batch))))
             optimizer.zero_grad(set_to_none=True)
             counts = (int(inputs["attention_mask"].sum()), max(1, int((inputs["labels"] != -100).sum())))
@@ -226,17 +227,6 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
         student.save_pretrained(config.output_dir)
         tokenizer.save_pretrained(config.output_dir)
     return result
-
-
-def _masked_batch(tokenizer: Any, lines: list[str], weights: torch.Tensor, generator: torch.Generator,
-                  config: DistillationConfig) -> dict[str, torch.Tensor]:
-    batch = tokenizer(lines, max_length=config.max_length)
-    ids, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], weights, tokenizer.mask_token_id,
-                              len(weights), generator, config.mlm_probability)
-    out = {"input_ids": ids, "attention_mask": batch["attention_mask"], "labels": labels}
-    if "token_type_ids" in batch:
-        out["token_type_ids"] = batch["token_type_ids"]
-    return out
 
 
 def _loss(teacher: nn.Module, student: nn.Module, inputs: dict[str, torch.Tensor], config: DistillationConfig,
@@ -284,9 +274,5 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
         metrics["agreement_after"] = mlm_agreement(student, teacher_model, tokenizer, held_out, seed=config.seed)
     metrics["history"] = result.history
     if is_main_process():
-        from pathlib import Path
-
-        path = Path(config.output_dir, "metrics.json")
-        path.with_suffix(".tmp").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        os.replace(path.with_suffix(".tmp"), path)
+        write_json_atomic(os.path.join(config.output_dir, "metrics.json"), metrics)
     return metrics

@@ -87,15 +87,9 @@ def qa_collate(tokenizer: Any) -> Callable[[list[QAWindow]], dict[str, torch.Ten
     """Batch windows into padded model inputs with start_positions and end_positions."""
 
     def collate(windows: list[QAWindow]) -> dict[str, torch.Tensor]:
-        width = max(len(w.ids) for w in windows)
-        batch = {
-            "input_ids": torch.tensor([w.ids + [tokenizer.pad_token_id] * (width - len(w.ids)) for w in windows]),
-            "attention_mask": torch.tensor([[1] * len(w.ids) + [0] * (width - len(w.ids)) for w in windows]),
-            "start_positions": torch.tensor([w.start for w in windows]),
-            "end_positions": torch.tensor([w.end for w in windows]),
-        }
-        if tokenizer.returns_token_type_ids:
-            batch["token_type_ids"] = torch.tensor([w.type_ids + [0] * (width - len(w.ids)) for w in windows])
+        batch = tokenizer.pad_ids([w.ids for w in windows], [w.type_ids for w in windows])
+        batch["start_positions"] = torch.tensor([w.start for w in windows])
+        batch["end_positions"] = torch.tensor([w.end for w in windows])
         return batch
 
     return collate

@@ -9,14 +9,13 @@ metrics.json: the evaluation metrics of the kept epoch as `eval_<name>`, plus `b
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from .data import write_json_atomic
 from .finetune import TrainingConfig, TrainingResult, fine_tune, is_main_process
 from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
@@ -74,9 +73,7 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
                **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
     if is_main_process():  # under torchrun, one process writes
         tokenizer.save_pretrained(config.output_dir)
-        path = Path(config.output_dir, "metrics.json")
-        path.with_suffix(".tmp").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        os.replace(path.with_suffix(".tmp"), path)
+        write_json_atomic(os.path.join(config.output_dir, "metrics.json"), metrics)
     return result, metrics
 
 

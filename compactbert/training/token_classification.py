@@ -93,15 +93,9 @@ def _first_piece_labels(word_of: list[int | None], word_labels: list[int]) -> li
 
 
 def _pad(tokenizer: Any, encodings: list[Any], labels: list[list[int]]) -> dict[str, torch.Tensor]:
-    width = max(len(e.ids) for e in encodings)
-    fill = width - torch.tensor([len(e.ids) for e in encodings])
-    batch = {
-        "input_ids": torch.tensor([e.ids + [tokenizer.pad_token_id] * int(f) for e, f in zip(encodings, fill)]),
-        "attention_mask": torch.tensor([[1] * len(e.ids) + [0] * int(f) for e, f in zip(encodings, fill)]),
-        "labels": torch.tensor([row + [-100] * int(f) for row, f in zip(labels, fill)]),
-    }
-    if tokenizer.returns_token_type_ids:
-        batch["token_type_ids"] = torch.tensor([e.type_ids + [0] * int(f) for e, f in zip(encodings, fill)])
+    batch = tokenizer.pad_ids([e.ids for e in encodings], [e.type_ids for e in encodings])
+    width = batch["input_ids"].shape[1]
+    batch["labels"] = torch.tensor([row + [-100] * (width - len(row)) for row in labels])
     return batch
 
 
