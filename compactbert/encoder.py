@@ -7,6 +7,7 @@ from torch import nn
 
 from .config import EncoderSpec
 from .errors import InputError
+from .kernels import norm_estimate
 from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
 
 
@@ -74,6 +75,40 @@ class Encoder(nn.Module):
             else:
                 _check_range(token_type_ids, spec.type_vocab_size, "token_type_ids", "type_vocab_size")
         return attention_mask, token_type_ids
+
+    def int8_estimates(self) -> dict[nn.Module, dict[str, torch.Tensor]]:
+        """Data-free activation estimates of the products that read a LayerNorm's output, for
+        kernels.quantize_int8: {owner: {product name: per-channel estimate}}.
+
+        A layer's input comes from the embeddings' norm or the previous layer's last norm; the
+        feed-forward input from the attention norm (or the previous stacked feed-forward's norm).
+        Inputs without a LayerNorm in front (NoNorm, activations, attention contexts) get none.
+        """
+        out: dict[nn.Module, dict[str, torch.Tensor]] = {}
+
+        def note(owner: nn.Module, names: tuple[str, ...], norm: nn.Module) -> None:
+            estimate = norm_estimate(norm)
+            if estimate is not None:
+                out.setdefault(owner, {}).update(dict.fromkeys(names, estimate))
+
+        feeding = self.embeddings.norm
+        for layer in self.layers:
+            attention = layer.attention
+            if layer.bottleneck_in is None:
+                for linear in (attention.q, attention.k, attention.v):
+                    note(linear, ("weight",), feeding)
+            else:
+                note(layer, ("x_products",), feeding)
+                for linear in (layer.bottleneck_in.dense, attention.v) + (
+                        (layer.bottleneck_qk.dense,) if layer.bottleneck_qk is not None else ()):
+                    note(linear, ("weight",), feeding)
+            feeding = layer.attention_norm
+            for ffn in list(layer.stacked_ffns) + [layer.ffn]:
+                note(ffn.fc_in, ("weight",), feeding)
+                feeding = ffn.norm
+            if layer.bottleneck_out is not None:
+                feeding = layer.bottleneck_out.norm
+        return out
 
     def init_weights(self) -> None:
         """Fresh initialisation: normal(0, initializer_range) matrices, identity norms, zero padding row."""

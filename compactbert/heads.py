@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
+from .kernels import Linear, packed_linear, use_packed
 
 
 class Pooler(nn.Module):
@@ -16,7 +17,7 @@ class Pooler(nn.Module):
         super().__init__()
         if kind not in ("tanh", "first_token"):
             raise ValueError(f"unknown pooler {kind!r}; choose 'tanh' or 'first_token'")
-        self.dense = nn.Linear(hidden_size, hidden_size) if kind == "tanh" else None
+        self.dense = Linear(hidden_size, hidden_size) if kind == "tanh" else None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         first = hidden[:, 0]  # (B, H)
@@ -35,7 +36,7 @@ class MaskedLMHead(nn.Module):
                  eps: float) -> None:
         super().__init__()
         self.embedding_size = embedding_size
-        self.transform = nn.Linear(hidden_size, hidden_size)
+        self.transform = Linear(hidden_size, hidden_size)
         self.act = get_activation(activation)
         self.norm = nn.LayerNorm(hidden_size, eps=eps)
         self.decoder = nn.Parameter(torch.empty(vocab_size, embedding_size))
@@ -45,8 +46,16 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         t = self.norm(self.act(self.transform(hidden)))  # (..., H)
+        if use_packed(t, self.decoder):
+            # Inference: one packed product over [decoder | extra^T] (V, H), the largest matrix of the model.
+            sources = (self.decoder, self.extra, self.bias)
+            return packed_linear(self, "vocabulary", sources, self._vocabulary_matrix, t)
         if self.extra is None:
             return F.linear(t, self.decoder, self.bias)  # (..., V)
         e = self.embedding_size
         return torch.addmm(self.bias, t[..., e:].reshape(-1, self.extra.shape[0]), self.extra).view(
             *t.shape[:-1], -1) + F.linear(t[..., :e], self.decoder)
+
+    def _vocabulary_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = self.decoder if self.extra is None else torch.cat([self.decoder, self.extra.t()], dim=1)
+        return weight, self.bias

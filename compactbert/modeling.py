@@ -23,9 +23,12 @@ from .config import AutoConfig, BaseConfig
 from .encoder import Encoder, init_module
 from .errors import ConfigError
 from .heads import MaskedLMHead, Pooler
+from .kernels import dequantize_int8, is_int8, quantize_int8, release_caches
 from .hub import known_checkpoint, split_hub_kwargs
 
 logger = logging.getLogger(__name__)
+# config.json field recording the inference mode of a quantized save; transformers ignores it.
+QUANTIZE_KEY = "compactbert_quantize"
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -114,7 +117,8 @@ class PreTrainedModel(nn.Module):
 
         dtype: None -> float32 whatever the file stores; a torch dtype or name; "auto" -> the file's.
         strict: missing encoder weights are an error (True) or randomly initialised (False).
-        quantize: "int8" for dynamic int8 quantization of the linear layers (CPU inference).
+        quantize: "int8" for int8 inference on the CPU (see `quantize`); None -> the mode the
+            folder's config records (a quantized save), when loading in float32.
         Other keyword arguments: Hub options (revision, cache_dir, local_files_only, token) and
         config fields to override (e.g. num_labels in task heads).
         """
@@ -147,6 +151,8 @@ class PreTrainedModel(nn.Module):
             _warn_once(f"{entry.repo_id}: {entry.note}")
         model.eval()
         model = model.to(target)
+        if quantize is None and target == torch.float32:
+            quantize = config.extra.get(QUANTIZE_KEY)  # the mode a quantized save recorded
         return model.quantize(quantize) if quantize else model
 
     @classmethod
@@ -182,33 +188,50 @@ class PreTrainedModel(nn.Module):
         data["tie_word_embeddings"] = (decoder_is_tied(self, self.key_table) if hasattr(self, "mlm")
                                        else self.config.tie_word_embeddings)
         data["dtype"] = str(self.dtype).replace("torch.", "")
+        data.pop(QUANTIZE_KEY, None)
+        if self.quantized:
+            data[QUANTIZE_KEY] = self.quantized
         return save_folder(directory, {
             "model.safetensors": lambda path: write_safetensors(tensors, path),
             "config.json": lambda path: write_json(data, path),
         })
 
+    def train(self, mode: bool = True) -> "PreTrainedModel":
+        """Training mode drops the packed inference weights (kernels.py); they return on the next
+        gradient-free call."""
+        if mode:
+            release_caches(self)
+        return super().train(mode)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def quantize(self, kind: str = "int8") -> "PreTrainedModel":
-        """Opt-in int8 dynamic quantization of the encoder's linear layers, for CPU inference (in place).
+        """Opt-in int8 inference for the encoder's products, on the CPU (in place).
 
-        Weights become int8 with one scale per output channel; activations are quantized on the
-        fly. Heads stay in float32: they run on few tokens and decide the final ranking. Check
-        accuracy on your task: `compactbert bench` reports top-1 agreement with float32.
+        Weights are int8 with one scale per output channel, activations int8 with one scale per
+        token, and the inputs of products that read a LayerNorm are smoothed first (SmoothQuant
+        with a data-free estimate; kernels.py, docs/performance.md). Heads stay float: they run on
+        few tokens and decide the final ranking. The float weights stay the model's parameters, so
+        `save_pretrained` writes them in full and records the mode; `from_pretrained` re-applies it.
+        Elsewhere than gradient-free CPU float32 calls (training, CUDA), the float weights compute.
         """
         if kind != "int8":
             raise ConfigError(f"quantize={kind!r} is not supported; the only choice is 'int8'")
         if self.dtype != torch.float32:
             raise ConfigError(f"int8 quantization starts from float32 weights, this model is {self.dtype}")
-        import warnings
-
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        with warnings.catch_warnings():  # torch marks eager-mode quantization deprecated; it still works
-            warnings.simplefilter("ignore")
-            quantize_dynamic(self.encoder, {nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+        quantize_int8(self.encoder, self.encoder.int8_estimates())
         self.eval()
+        return self
+
+    @property
+    def quantized(self) -> str | None:
+        """"int8" after `quantize("int8")`, else None."""
+        return "int8" if is_int8(self.encoder) else None
+
+    def dequantize(self) -> "PreTrainedModel":
+        """Back to float products (exact: the float weights were never changed)."""
+        dequantize_int8(self.encoder)
         return self
 
 

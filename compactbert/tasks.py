@@ -14,6 +14,7 @@ from torch import nn
 from .config import BaseConfig
 from .errors import ConfigError, InputError
 from .heads import Pooler
+from .kernels import Linear
 from .modeling import ForMaskedLM, PreTrainedModel, _Auto
 
 
@@ -44,7 +45,7 @@ class _SentenceModel(PreTrainedModel):
         super().__init__(config)
         hidden = config.encoder_spec().hidden_size
         self.pooler = Pooler(hidden, config.pooler) if config.sentence_head == "pooler" else None
-        self.pre_classifier = nn.Linear(hidden, hidden) if config.sentence_head == "pre_classifier" else None
+        self.pre_classifier = Linear(hidden, hidden) if config.sentence_head == "pre_classifier" else None
         self.dropout = nn.Dropout(config.head_dropout(self.task))
 
     def sentence_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -62,7 +63,7 @@ class ForSequenceClassification(_SentenceModel):
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
-        self.classifier = nn.Linear(config.encoder_spec().hidden_size, config.num_labels)
+        self.classifier = Linear(config.encoder_spec().hidden_size, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
@@ -91,7 +92,7 @@ class ForTokenClassification(PreTrainedModel):
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
         self.dropout = nn.Dropout(config.head_dropout(self.task))
-        self.classifier = nn.Linear(config.encoder_spec().hidden_size, config.num_labels)
+        self.classifier = Linear(config.encoder_spec().hidden_size, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
@@ -114,7 +115,7 @@ class ForQuestionAnswering(PreTrainedModel):
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
         self.dropout = nn.Dropout(config.head_dropout(self.task))
-        self.qa_outputs = nn.Linear(config.encoder_spec().hidden_size, 2)
+        self.qa_outputs = Linear(config.encoder_spec().hidden_size, 2)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
@@ -140,7 +141,7 @@ class ForMultipleChoice(_SentenceModel):
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
-        self.classifier = nn.Linear(config.encoder_spec().hidden_size, 1)
+        self.classifier = Linear(config.encoder_spec().hidden_size, 1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
@@ -166,7 +167,7 @@ def _add_next_sentence_head(model: PreTrainedModel) -> None:
     """The pooler and `nsp` (Hub: cls.seq_relationship) Linear(hidden, 2) on a model."""
     hidden = model.config.encoder_spec().hidden_size
     model.pooler = Pooler(hidden, model.config.pooler)  # type: ignore[arg-type]
-    model.nsp = nn.Linear(hidden, 2)
+    model.nsp = Linear(hidden, 2)
 
 
 class ForNextSentencePrediction(PreTrainedModel):

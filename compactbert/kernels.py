@@ -1,0 +1,233 @@
+"""Inference kernels: linear layers on oneDNN-packed weights, and fused products.
+
+PyTorch's default CPU GEMM (MKL's sgemm, as `F.linear` calls it) reads a row-major weight on every
+call; for a one-sentence product of 16 rows it streams the weight at about half the speed of
+oneDNN's blocked layout (docs/performance.md). So on the CPU, whenever no gradient is needed,
+every linear layer here runs `torch.ops.mkldnn._linear_pointwise` on a packed copy of its weight
+(fp32 stays fp32: same sums, different order, within 1e-5 of `F.linear`).
+
+The packed copy is a cache derived from the parameters, never a parameter: it is built on the first
+gradient-free call, rebuilt whenever a source tensor changes (in-place updates bump its version,
+`.to()` gives it new storage), skipped whenever autograd needs the weights, and dropped by
+`release_caches` (which `model.train()` calls). state_dict, saving and training never see it.
+
+`stacked` builds one product from several linear layers that read the same input (Q/K/V;
+MobileBERT's two input bottlenecks and its value), optionally with an affine map folded into each
+part's rows (MobileBERT's NoNorm: (Wx + b) * g + h == (g W) x + (g b + h), exact in real
+arithmetic); `packed_linear` can also run an activation or a residual add inside the kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN runs bf16 natively only where the CPU has AVX512-BF16 / AMX; elsewhere the plain path is faster.
+_BF16_NATIVE = _MKLDNN and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+# Activations oneDNN fuses into the GEMM: name -> (attr, algorithm).
+FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
+                     "gelu_pytorch_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
+
+
+def packed_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes whose inference runs on packed oneDNN weights on this machine."""
+    if not _MKLDNN:
+        return ()
+    return (torch.float32, torch.bfloat16) if _BF16_NATIVE else (torch.float32,)
+
+
+_PACKED = packed_dtypes()
+
+
+def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when this product may run on a packed weight: CPU, a packed dtype, no gradient needed."""
+    return (x.device.type == "cpu" and x.dtype in _PACKED and x.dtype == weight.dtype
+            and not (weight.requires_grad and torch.is_grad_enabled()))
+
+
+class _Packed:
+    """A packed weight (and its bias) derived from source tensors, with the key it was built from.
+
+    For int8, `weight` is the (in, out) int8 matrix, `scale` its per-output-channel scale and
+    `inv_smooth` the per-input-channel factor applied to activations before they are quantized.
+    """
+
+    __slots__ = ("key", "weight", "bias", "scale", "inv_smooth")
+
+    def __init__(self, key: tuple, weight: torch.Tensor, bias: torch.Tensor | None,
+                 scale: torch.Tensor | None = None, inv_smooth: torch.Tensor | None = None) -> None:
+        self.key, self.weight, self.bias, self.scale, self.inv_smooth = key, weight, bias, scale, inv_smooth
+
+
+def _key(tensors: Sequence[torch.Tensor | None]) -> tuple:
+    return tuple((t.data_ptr(), t._version, t.dtype) if t is not None else None for t in tensors)
+
+
+def _cache(owner: nn.Module) -> dict[str, _Packed]:
+    cache = owner.__dict__.get("_packed_cache")
+    if cache is None:
+        cache = owner.__dict__["_packed_cache"] = {}
+    return cache
+
+
+def release_caches(module: nn.Module) -> None:
+    """Drop every packed copy under `module` (they are rebuilt on the next inference call)."""
+    for sub in module.modules():
+        sub.__dict__.pop("_packed_cache", None)
+
+
+def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | None],
+                  build: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor,
+                  activation: str | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ W^T + b on a packed W, cached on `owner` under `name` and rebuilt when a source changes.
+
+    `build()` returns (W (out, in), b) from the `sources` tensors. `activation` (a key of
+    FUSED_ACTIVATIONS) or `residual` (added to the output) run inside the kernel. Call only when
+    `use_packed` holds.
+    """
+    int8 = owner.__dict__.get("_int8")
+    if int8 is not None:
+        return _int8_linear(owner, name, sources, build, x, int8.get(name), activation, residual)
+    key = _key(sources)
+    cache = _cache(owner)
+    entry = cache.get(name)
+    if entry is None or entry.key != key:
+        with torch.no_grad():
+            weight, bias = build()
+            rows = x.shape[0] if x.dim() == 2 else None
+            packed = (torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows) if rows
+                      else torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous()))
+            bias = bias.detach().contiguous() if bias is not None else None
+        entry = cache[name] = _Packed(key, packed, bias)
+    if residual is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, entry.weight, entry.bias, "add")
+    if activation is None:
+        return torch.ops.mkldnn._linear_pointwise(x, entry.weight, entry.bias, "none", [], "")
+    attr, algorithm = FUSED_ACTIVATIONS[activation]
+    return torch.ops.mkldnn._linear_pointwise(x, entry.weight, entry.bias, attr, [], algorithm)
+
+
+# ----------------------------------------------------------------------------------------- int8
+# Weights: int8 with one scale per output channel. Activations: int8 with one scale per token,
+# computed on the fly, after dividing each input channel by a smoothing factor that moves
+# activation outliers into the weights (SmoothQuant, Xiao et al. 2023): s_j = a_j^0.5 / w_j^0.5,
+# where w_j is the largest |weight| of input channel j and a_j a data-free estimate of the largest
+# |activation| of channel j, taken from the norm that produced the input (3 |gamma_j| + |beta_j|).
+# x W^T == (x / s) (W s)^T exactly; only the rounding changes. Products run as torch._int_mm
+# (int8 x int8 -> int32, oneDNN/VNNI on x86) and are rescaled in fp32.
+SMOOTHING_ALPHA = 0.5
+
+
+def quantize_int8(module: nn.Module, estimates: dict[nn.Module, dict[str, torch.Tensor]]) -> None:
+    """Make every product under `module` run in int8 at inference (see above).
+
+    estimates[owner][name] is the activation estimate of one product's input; products without an
+    estimate are quantized without smoothing. The float weights stay the model's parameters: the
+    int8 copies are caches, rebuilt when the weights change, so saving, reloading and
+    `dequantize_int8` are exact.
+    """
+    for sub in module.modules():
+        sub.__dict__["_int8"] = dict(estimates.get(sub, {}))
+        sub.__dict__.pop("_packed_cache", None)
+
+
+def dequantize_int8(module: nn.Module) -> None:
+    """Back to float products."""
+    for sub in module.modules():
+        sub.__dict__.pop("_int8", None)
+        sub.__dict__.pop("_packed_cache", None)
+
+
+def is_int8(module: nn.Module) -> bool:
+    return "_int8" in module.__dict__
+
+
+def norm_estimate(norm: nn.Module) -> torch.Tensor | None:
+    """Largest |output| per channel a LayerNorm is expected to produce: 3 |gamma| + |beta|
+    (data-free: normalised values rarely pass 3). None for anything else (NoNorm does not bound
+    its output)."""
+    if not isinstance(norm, nn.LayerNorm) or norm.weight is None:
+        return None
+    bias = norm.bias.detach().abs() if norm.bias is not None else 0.0
+    return (3.0 * norm.weight.detach().abs() + bias).float()
+
+
+def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | None],
+                 build: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor,
+                 estimate: torch.Tensor | None, activation: str | None,
+                 residual: torch.Tensor | None) -> torch.Tensor:
+    key = _key(sources) + (None if estimate is None else estimate.data_ptr(),)
+    cache = _cache(owner)
+    entry = cache.get(name)
+    if entry is None or entry.key != key:
+        with torch.no_grad():
+            weight, bias = build()
+            weight = weight.detach().float()
+            inv_smooth = None
+            if estimate is not None:
+                smooth = (estimate.clamp_min(1e-5) ** SMOOTHING_ALPHA
+                          / weight.abs().amax(0).clamp_min(1e-5) ** (1 - SMOOTHING_ALPHA))
+                weight = weight * smooth
+                inv_smooth = (1.0 / smooth).contiguous()
+            scale = weight.abs().amax(1).clamp_min(1e-12) / 127.0  # (out,)
+            q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+            bias = bias.detach().float().contiguous() if bias is not None else torch.zeros_like(scale)
+        entry = cache[name] = _Packed(key, q.t().contiguous(), bias, scale, inv_smooth)
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    if entry.inv_smooth is not None:
+        x2 = x2 * entry.inv_smooth
+    step = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (M, 1) per-token scale
+    q = torch.round(x2 / step).to(torch.int8)
+    out = torch.addcmul(entry.bias, torch._int_mm(q, entry.weight), step * entry.scale)  # (M, out)
+    out = out.view(*shape[:-1], -1)
+    if residual is not None:
+        return out.add_(residual)
+    if activation is not None:
+        return _ACTIVATION_FUNCTIONS[activation](out)
+    return out
+
+
+_ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_new": lambda t: F.gelu(t, approximate="tanh"),
+                         "gelu_pytorch_tanh": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu}
+
+
+def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | None = None,
+            ) -> tuple[list[torch.Tensor | None], Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+    """Sources and builder of one product that stacks `parts` (linear layers reading the same input).
+
+    affine[i] (a module with `weight` g and `bias` h, e.g. NoNorm) is folded into part i's rows:
+    (W x + b) * g + h == (g W) x + (g b + h).
+    """
+    affine = list(affine) if affine is not None else [None] * len(parts)
+    sources: list[torch.Tensor | None] = []
+    for part, extra in zip(parts, affine):
+        sources += [part.weight, part.bias]
+        if extra is not None:
+            sources += [extra.weight, extra.bias]
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        weights, biases = [], []
+        for part, extra in zip(parts, affine):
+            w = part.weight
+            b = part.bias if part.bias is not None else w.new_zeros(w.shape[0])
+            if extra is not None:
+                w, b = w * extra.weight[:, None], torch.addcmul(extra.bias, b, extra.weight)
+            weights.append(w)
+            biases.append(b)
+        return torch.cat(weights), torch.cat(biases)
+
+    return sources, build
+
+
+class Linear(nn.Linear):
+    """nn.Linear that runs gradient-free CPU calls on a packed copy of its weight (see module doc)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_packed(x, self.weight):
+            return packed_linear(self, "weight", (self.weight, self.bias), lambda: (self.weight, self.bias), x)
+        return F.linear(x, self.weight, self.bias)

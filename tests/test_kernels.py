@@ -1,0 +1,119 @@
+"""The inference kernels (packed weights, fused products) equal the plain computation, and stay out of training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import compactbert as cb
+from compactbert.kernels import packed_dtypes
+from conftest import max_rel_err, oracle_model, padded_batch, save_oracle
+
+pytestmark = pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="no oneDNN on this build")
+
+TOL = 1e-5  # relative to the largest output: fp32 sums in another order
+CONFIGS = [
+    cb.BertConfig.tiny(), cb.BertConfig.tiny(hidden_act="gelu_new"), cb.BertConfig.tiny(hidden_act="silu"),
+    cb.DistilBertConfig.tiny(), cb.DistilBertConfig.tiny(activation="relu"),
+    cb.MobileBertConfig.tiny(), cb.MobileBertConfig.tiny(use_bottleneck_attention=True),
+    cb.MobileBertConfig.tiny(key_query_shared_bottleneck=False, intra_bottleneck_size=32),
+    cb.MobileBertConfig.tiny(use_bottleneck=False), cb.MobileBertConfig.tiny(normalization_type="layer_norm"),
+]
+TASKS = ["base", "masked_lm", "sequence_classification", "token_classification", "question_answering",
+         "multiple_choice", "next_sentence", "pretraining"]
+
+
+def _plain(model, *args, **kwargs):
+    """The reference computation: with autograd recording, no packed kernel runs."""
+    with torch.enable_grad():
+        return model(*args, **kwargs)
+
+
+def _outputs(out) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in vars(out).items() if isinstance(v, torch.Tensor)}
+
+
+def _assert_close(fast, plain, mask=None) -> None:
+    assert fast.keys() == plain.keys()
+    for name in fast:
+        keep = mask if mask is not None and fast[name].shape[:2] == mask.shape else None
+        assert max_rel_err(plain[name], fast[name], keep) <= TOL, name
+
+
+def _kernels_ran(model) -> bool:
+    return any("_packed_cache" in m.__dict__ for m in model.modules())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.model_type}")
+def test_fast_path_equals_plain_path(tmp_path, config):
+    """Padded batch, unpadded batch and fill-mask positions: inference kernels = plain path at 1e-5."""
+    model = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle_model(config), tmp_path / "m"))
+    ids, mask = padded_batch(config.vocab_size, [13, 9, 4, 1], config.pad_token_id)
+    positions = torch.zeros_like(mask, dtype=torch.bool)
+    positions[0, [0, 5, 12]] = True
+    positions[2, 3] = True
+    for kwargs in ({"attention_mask": mask}, {}, {"attention_mask": mask, "positions": positions}):
+        with torch.inference_mode():
+            fast = _outputs(model(ids, **kwargs))
+        assert _kernels_ran(model)
+        _assert_close(fast, _outputs(_plain(model, ids, **kwargs)), mask)
+
+
+@pytest.mark.parametrize("family,config", [("bert", cb.BertConfig.tiny()), ("mobilebert", cb.MobileBertConfig.tiny()),
+                                           ("distilbert", cb.DistilBertConfig.tiny())])
+@pytest.mark.parametrize("task", TASKS)
+def test_every_head_equals_plain_path(tmp_path, family, config, task):
+    if family == "distilbert" and task in ("next_sentence", "pretraining"):
+        pytest.skip("DistilBERT has no such head")
+    folder = save_oracle(oracle_model(config, task), tmp_path / "m")
+    model = cb.AutoModel.from_pretrained(folder) if task == "base" else getattr(
+        cb, "AutoModelFor" + {"masked_lm": "MaskedLM", "sequence_classification": "SequenceClassification",
+                              "token_classification": "TokenClassification",
+                              "question_answering": "QuestionAnswering", "multiple_choice": "MultipleChoice",
+                              "next_sentence": "NextSentencePrediction", "pretraining": "PreTraining"}[task]
+    ).from_pretrained(folder)
+    ids, mask = padded_batch(config.vocab_size, [11, 6], config.pad_token_id)
+    if task == "multiple_choice":
+        ids, mask = ids[None], mask[None]  # (1 question, 2 choices, T)
+    with torch.no_grad():
+        fast = _outputs(model(ids, mask))
+    _assert_close(fast, _outputs(_plain(model, ids, mask)), mask if task != "multiple_choice" else None)
+
+
+def test_packed_weights_follow_in_place_updates_and_dtype_changes(tmp_path):
+    config = cb.MobileBertConfig.tiny()
+    model = cb.AutoModel.from_pretrained(save_oracle(oracle_model(config, "base"), tmp_path / "m"))
+    ids, mask = padded_batch(config.vocab_size, [9, 5], 0)
+    with torch.no_grad():
+        before = model(ids, mask).last_hidden_state
+        layer = model.encoder.layers[0]
+        layer.bottleneck_in.norm.weight.mul_(1.5)  # folded into a fused product
+        layer.ffn.fc_in.weight.add_(0.05)
+        layer.attention.q.bias.add_(0.1)
+        after = model(ids, mask).last_hidden_state
+    assert not torch.allclose(before, after)
+    assert max_rel_err(_plain(model, ids, mask).last_hidden_state.detach(), after, mask) <= TOL
+    model.to(torch.float64).to(torch.float32)  # new storage: the caches must be rebuilt, not reused
+    with torch.no_grad():
+        again = model(ids, mask).last_hidden_state
+    assert max_rel_err(after, again, mask) <= TOL
+
+
+def test_training_never_sees_packed_weights(tmp_path):
+    config = cb.DistilBertConfig.tiny()
+    model = cb.AutoModelForSequenceClassification.from_pretrained(
+        save_oracle(oracle_model(config, "sequence_classification"), tmp_path / "m"))
+    ids, mask = padded_batch(config.vocab_size, [9, 5], 0)
+    with torch.no_grad():
+        model(ids, mask)
+    assert _kernels_ran(model)
+    keys = set(model.state_dict())
+    model.train()
+    assert not _kernels_ran(model)  # train() drops the caches
+    out = model(ids, mask, labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.encoder.layers[0].parameters())
+    assert not _kernels_ran(model)
+    assert set(model.state_dict()) == keys  # never a parameter or buffer
+    saved = model.save_pretrained(tmp_path / "saved")
+    assert cb.AutoModelForSequenceClassification.from_pretrained(saved).load_report.message() == ""
