@@ -314,7 +314,10 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    from .kernels import describe
+
+    modes = "; ".join(f"{mode}: {kernel}" for mode, kernel in describe().items())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads ({modes})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
     fill.add_argument("--targets", help="comma-separated words to score instead of the whole vocabulary")
     fill.add_argument("--batch-size", type=int, default=32)
-    fill.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    fill.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                      help="compute dtype (default float32; bfloat16 is fast where the CPU has native bf16, "
+                           "see `compactbert env`)")
+    fill.add_argument("--quantize", choices=["int8"], default=None,
+                      help="int8 inference on the CPU (per-channel weights, per-token activations)")
     fill.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_hub_options(fill)
 
@@ -152,7 +156,7 @@ def _fill_mask(args: argparse.Namespace) -> int:
     from .pipelines import pipeline
 
     texts = _read_texts(args)
-    fill = pipeline("fill-mask", model=args.model, dtype=args.dtype, batch_size=args.batch_size,
+    fill = pipeline("fill-mask", model=args.model, dtype=args.dtype, quantize=args.quantize, batch_size=args.batch_size,
                     **_hub_kwargs(args))
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
     results = fill(texts, top_k=args.top_k, targets=targets)
@@ -305,6 +309,10 @@ def _env() -> int:
 
         print(f"torch threads    {torch.get_num_threads()}")
         print(f"cuda available   {torch.cuda.is_available()}")
+        from .kernels import describe
+
+        for mode, kernel in describe().items():
+            print(f"CPU {mode:<12} {kernel}")
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "HF_HUB_CACHE"):

@@ -19,6 +19,7 @@ arithmetic); `packed_linear` can also run an activation or a residual add inside
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -41,6 +42,16 @@ def packed_dtypes() -> tuple[torch.dtype, ...]:
 
 
 _PACKED = packed_dtypes()
+
+
+def describe() -> dict[str, str]:
+    """What the inference modes run on here, for `compactbert env` and the benchmark."""
+    fp32 = "oneDNN packed weights" if _MKLDNN else "PyTorch's default GEMM (no oneDNN in this build)"
+    bf16 = ("native (AVX512-BF16/AMX): oneDNN packed weights" if _BF16_NATIVE else
+            "emulated: no native bf16 on this CPU, slower than float32; not recommended")
+    int8 = ("x86 quantized engine (fbgemm u8s8)" if _X86_ENGINE else "torch._int_mm") if _MKLDNN else \
+        "unavailable (float32 runs instead)"
+    return {"float32": fp32, "bfloat16": bf16, "int8": int8}
 
 
 def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -67,17 +78,27 @@ def _key(tensors: Sequence[torch.Tensor | None]) -> tuple:
     return tuple((t.data_ptr(), t._version, t.dtype) if t is not None else None for t in tensors)
 
 
+# Caches live beside the modules, not in them: deepcopy, pickling and torch.save see no opaque
+# oneDNN tensors, and a module's caches go when the module does.
+_CACHES: "weakref.WeakKeyDictionary[nn.Module, dict[str, _Packed]]" = weakref.WeakKeyDictionary()
+
+
 def _cache(owner: nn.Module) -> dict[str, _Packed]:
-    cache = owner.__dict__.get("_packed_cache")
+    cache = _CACHES.get(owner)
     if cache is None:
-        cache = owner.__dict__["_packed_cache"] = {}
+        cache = _CACHES[owner] = {}
     return cache
+
+
+def cached_products(module: nn.Module) -> list[_Packed]:
+    """Every packed product cached under `module`."""
+    return [entry for sub in module.modules() for entry in _CACHES.get(sub, {}).values()]
 
 
 def release_caches(module: nn.Module) -> None:
     """Drop every packed copy under `module` (they are rebuilt on the next inference call)."""
     for sub in module.modules():
-        sub.__dict__.pop("_packed_cache", None)
+        _CACHES.pop(sub, None)
 
 
 def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | None],
@@ -117,8 +138,26 @@ def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | 
 # activation outliers into the weights (SmoothQuant, Xiao et al. 2023): s_j = a_j^0.5 / w_j^0.5,
 # where w_j is the largest |weight| of input channel j and a_j a data-free estimate of the largest
 # |activation| of channel j, taken from the norm that produced the input (3 |gamma_j| + |beta_j|).
-# x W^T == (x / s) (W s)^T exactly; only the rounding changes. Products run as torch._int_mm
-# (int8 x int8 -> int32, oneDNN/VNNI on x86) and are rescaled in fp32.
+# x W^T == (x / s) (W s)^T exactly; only the rounding changes.
+#
+# Kernel, by measurement (docs/performance.md): PyTorch's x86 quantized engine (fbgemm's u8s8
+# GEMM on prepacked weights), 1.5-1.8x faster than torch._int_mm at 16 rows. Its activation
+# quantization is per tensor, so each token is first divided by its own largest |value|: then one
+# scale for the tensor is one scale per token, and the token's factor is multiplied back after the
+# product. Without the x86 engine, torch._int_mm (int8 x int8 -> int32) runs the same arithmetic.
+_X86_ENGINE = torch.backends.quantized.engine in ("x86", "fbgemm")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+# Without VNNI, fbgemm's u8 x s8 pair sums can saturate 16 bits; 7-bit activations avoid it.
+_REDUCE_RANGE = not ({"avx512_vnni", "avx_vnni"} & _cpu_flags())
 SMOOTHING_ALPHA = 0.5
 
 
@@ -130,16 +169,16 @@ def quantize_int8(module: nn.Module, estimates: dict[nn.Module, dict[str, torch.
     int8 copies are caches, rebuilt when the weights change, so saving, reloading and
     `dequantize_int8` are exact.
     """
+    release_caches(module)
     for sub in module.modules():
         sub.__dict__["_int8"] = dict(estimates.get(sub, {}))
-        sub.__dict__.pop("_packed_cache", None)
 
 
 def dequantize_int8(module: nn.Module) -> None:
     """Back to float products."""
+    release_caches(module)
     for sub in module.modules():
         sub.__dict__.pop("_int8", None)
-        sub.__dict__.pop("_packed_cache", None)
 
 
 def is_int8(module: nn.Module) -> bool:
@@ -176,20 +215,37 @@ def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | N
             scale = weight.abs().amax(1).clamp_min(1e-12) / 127.0  # (out,)
             q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
             bias = bias.detach().float().contiguous() if bias is not None else torch.zeros_like(scale)
-        entry = cache[name] = _Packed(key, q.t().contiguous(), bias, scale, inv_smooth)
+            packed = _x86_prepack(q, scale) if _X86_ENGINE else q.t().contiguous()  # (in, out) for _int_mm
+        entry = cache[name] = _Packed(key, packed, bias, scale, inv_smooth)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     if entry.inv_smooth is not None:
         x2 = x2 * entry.inv_smooth
-    step = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (M, 1) per-token scale
-    q = torch.round(x2 / step).to(torch.int8)
-    out = torch.addcmul(entry.bias, torch._int_mm(q, entry.weight), step * entry.scale)  # (M, out)
+    step = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1): each token's largest |value|
+    if _X86_ENGINE:
+        product = torch.ops.quantized.linear_dynamic(x2 / step, entry.weight, _REDUCE_RANGE)
+        out = torch.addcmul(entry.bias, product, step)
+    else:
+        step = step.div_(127.0)
+        q = torch.round(x2 / step).to(torch.int8)
+        out = torch.addcmul(entry.bias, torch._int_mm(q, entry.weight), step * entry.scale)  # (M, out)
     out = out.view(*shape[:-1], -1)
     if residual is not None:
         return out.add_(residual)
     if activation is not None:
         return _ACTIVATION_FUNCTIONS[activation](out)
     return out
+
+
+def _x86_prepack(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The x86 engine's packed form of int8 weights q (out, in) with per-channel `scale`."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch marks quantized tensors deprecated; the engine still runs them
+        warnings.simplefilter("ignore")
+        zero = torch.zeros(q.shape[0], dtype=torch.long)
+        weight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
+        return torch.ops.quantized.linear_prepack(weight, None)
 
 
 _ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_new": lambda t: F.gelu(t, approximate="tanh"),

@@ -73,15 +73,16 @@ class ForSequenceClassification(_SentenceModel):
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         n = self.config.num_labels
         problem = self.config.problem_type
+        logits = logits.float()  # losses in float32 whatever the model's dtype
         if problem is None:  # inferred as transformers does
             problem = ("regression" if n == 1 else "single_label_classification"
                        if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
         if problem == "regression":
-            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype)) if n == 1 else \
-                F.mse_loss(logits, labels.to(logits.dtype))
+            return F.mse_loss(logits.squeeze(), labels.squeeze().float()) if n == 1 else \
+                F.mse_loss(logits, labels.float())
         if problem == "single_label_classification":
             return F.cross_entropy(logits.view(-1, n), labels.view(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
 class ForTokenClassification(PreTrainedModel):
@@ -99,7 +100,7 @@ class ForTokenClassification(PreTrainedModel):
         logits = self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))  # (B, T, L)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)
         return ClassifierOutput(logits, loss)
 
 
@@ -128,8 +129,8 @@ class ForQuestionAnswering(PreTrainedModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             ignored = start.shape[1]  # positions outside the input are ignored, as in transformers
-            s = F.cross_entropy(start, start_positions.clamp(0, ignored), ignore_index=ignored)
-            e = F.cross_entropy(end, end_positions.clamp(0, ignored), ignore_index=ignored)
+            s = F.cross_entropy(start.float(), start_positions.clamp(0, ignored), ignore_index=ignored)
+            e = F.cross_entropy(end.float(), end_positions.clamp(0, ignored), ignore_index=ignored)
             loss = (s + e) / 2
         return QuestionAnsweringOutput(start.contiguous(), end.contiguous(), loss)
 
@@ -155,7 +156,7 @@ class ForMultipleChoice(_SentenceModel):
 
         vectors = self.sentence_vectors(flat(input_ids), flat(attention_mask), flat(token_type_ids))
         logits = self.classifier(vectors).view(b, c)
-        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits, labels))
+        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels))
 
 
 def _check_next_sentence(config: BaseConfig, task: str) -> None:
@@ -183,7 +184,7 @@ class ForNextSentencePrediction(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
         logits = self.nsp(self.pooler(self.encoder(input_ids, attention_mask, token_type_ids)))
-        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits, labels.view(-1)))
+        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels.view(-1)))
 
 
 class ForPreTraining(ForMaskedLM):
@@ -204,8 +205,8 @@ class ForPreTraining(ForMaskedLM):
         relationship = self.nsp(self.pooler(hidden))
         loss = None
         if labels is not None and next_sentence_label is not None:
-            mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
-            loss = mlm + F.cross_entropy(relationship, next_sentence_label.view(-1))
+            mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)
+            loss = mlm + F.cross_entropy(relationship.float(), next_sentence_label.view(-1))
         return PreTrainingOutput(logits, relationship, loss)
 
 

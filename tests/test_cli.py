@@ -35,6 +35,17 @@ def test_fill_mask_table(model_dir):
     assert [line.split()[2] for line in lines[2:]] == [p["token_str"] for p in expected]
 
 
+@pytest.mark.parametrize("mode", [["--dtype", "bfloat16"], ["--quantize", "int8"]])
+def test_fill_mask_fast_modes(model_dir, mode):
+    """--dtype bfloat16 and --quantize int8 give the pipeline's answer in that mode."""
+    text = "Plants create [MASK] through photosynthesis."
+    out = cli("fill-mask", text, "--model", str(model_dir), "--json", *mode)
+    assert out.returncode == 0, out.stderr
+    options = {"dtype": "bfloat16"} if mode[0] == "--dtype" else {"quantize": "int8"}
+    expected = cb.pipeline("fill-mask", model=model_dir, **options)(text)
+    assert [p["token"] for p in json.loads(out.stdout)[0]["masks"][0]] == [p["token"] for p in expected]
+
+
 def test_fill_mask_json_from_file_and_stdin(model_dir, tmp_path):
     texts = ["One [MASK] here.", "Two [MASK] and <mask>."]
     path = tmp_path / "texts.txt"

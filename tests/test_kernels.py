@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from compactbert.kernels import packed_dtypes
+from compactbert.kernels import cached_products, packed_dtypes
 from conftest import max_rel_err, oracle_model, padded_batch, save_oracle
 
 pytestmark = pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="no oneDNN on this build")
@@ -41,7 +41,7 @@ def _assert_close(fast, plain, mask=None) -> None:
 
 
 def _kernels_ran(model) -> bool:
-    return any("_packed_cache" in m.__dict__ for m in model.modules())
+    return bool(cached_products(model))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.model_type}")
@@ -117,3 +117,23 @@ def test_training_never_sees_packed_weights(tmp_path):
     assert set(model.state_dict()) == keys  # never a parameter or buffer
     saved = model.save_pretrained(tmp_path / "saved")
     assert cb.AutoModelForSequenceClassification.from_pretrained(saved).load_report.message() == ""
+
+
+def test_models_with_packed_weights_copy_and_pickle(tmp_path):
+    """The caches sit beside the modules: deepcopy and torch.save see only the parameters."""
+    import copy
+    import io
+
+    config = cb.MobileBertConfig.tiny()
+    model = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle_model(config), tmp_path / "m"))
+    ids, mask = padded_batch(config.vocab_size, [9, 5], 0)
+    with torch.no_grad():
+        before = model(ids, mask).logits
+    assert _kernels_ran(model)
+    twin = copy.deepcopy(model)
+    assert not _kernels_ran(twin)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    torch.save(model, io.BytesIO())  # whole-module pickling works too
+    with torch.no_grad():
+        assert torch.equal(twin(ids, mask).logits, before)

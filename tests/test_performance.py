@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from compactbert.kernels import packed_dtypes
+from compactbert.kernels import cached_products, packed_dtypes
 from conftest import max_rel_err, minilm_folder, padded_batch, tokenized_checkpoint
 
 
@@ -26,14 +26,24 @@ INT8_TOL = 2e-2
 
 
 def _int8_products(model) -> int:
-    return sum(entry.weight.dtype == torch.int8 for m in model.modules()
-               for entry in m.__dict__.get("_packed_cache", {}).values())
+    return sum(entry.scale is not None for entry in cached_products(model))
+
+
+@pytest.fixture(params=["x86", "int_mm"])
+def int8_kernel(request, monkeypatch):
+    """Both int8 kernels: the x86 quantized engine (where torch has it) and torch._int_mm."""
+    from compactbert import kernels
+
+    if request.param == "x86" and torch.backends.quantized.engine not in ("x86", "fbgemm"):
+        pytest.skip("no x86 quantized engine in this torch build")
+    monkeypatch.setattr(kernels, "_X86_ENGINE", request.param == "x86")
+    return request.param
 
 
 @pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
 @pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
 @pytest.mark.parametrize("task", INT8_TASKS)
-def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, family, task):
+def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, family, task):
     if family == "distilbert" and task in ("next_sentence", "pretraining"):
         pytest.skip("DistilBERT has no such head")
     folder = tiny_checkpoint(family, task)
@@ -92,7 +102,7 @@ def test_int8_model_trains_on_float_weights(tiny_checkpoint):
 
 
 @pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
-def test_int8_keeps_meaning_on_real_minilm():
+def test_int8_keeps_meaning_on_real_minilm(int8_kernel):
     """Real all-MiniLM-L6-v2 over the shipped sentences (>= 200): mean-pooled embeddings of int8 vs
     float32, min cosine >= 0.995 (measured 0.9964; ONNX Runtime per-channel int8 0.9885)."""
     from compactbert.quality import pooled_embeddings, quality_sentences
