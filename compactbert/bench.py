@@ -330,8 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-transformers", action="store_true", help="skip the comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--tiny", action="store_true", help="small models: checks the benchmark runs, not speed")
+    parser.add_argument("--peers", action="store_true",
+                        help="every compactbert mode against transformers, ONNX Runtime and CTranslate2, with "
+                             "quality on real weights (compactbert/peers.py; pip install 'compactbert[peers]')")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.peers:
+        from .peers import run
+
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="compactbert-peers-"))
+        return run(args.families, workdir, args.repeats, args.tiny, args.json)
     with_transformers = not args.no_transformers
     if with_transformers:
         try:
