@@ -248,7 +248,7 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
         fill["top5_identical"] = _top5_agreement(ours.run(texts), theirs.run(texts))
     result["fill_mask"] = fill
 
-    # 2. int8 dynamic quantization (opt-in) against compactbert fp32
+    # 2. int8 (opt-in) against compactbert fp32
     int8 = _FillMask(str(folder), "compactbert", quantize="int8")
     times8 = _alternate({"fp32": lambda: ours.run(texts, 1), "int8": lambda: int8.run(texts, 1)}, repeats)
     top1 = [r[0]["token"] for r in ours.run(texts, 1)], [r[0]["token"] for r in int8.run(texts, 1)]

@@ -54,7 +54,7 @@ def test_peer_benchmark_runs_end_to_end(tmp_path):
     assert quality["compactbert int8"]["cos_min"] >= 0.995
     assert quality["compactbert bfloat16"]["cos_min"] >= 0.9999
     for name, q in quality.items():
-        if name.endswith("float32") and "cos_min" in q:
+        if name.endswith(" float32") and "cos_min" in q:
             assert q["cos_min"] >= 0.99999, name  # every exact engine computes the same function
     for mode in ("bfloat16", "int8"):  # the classifier's accuracy moves by at most half a point
         assert abs(quality[f"compactbert {mode}"]["accuracy_change"]) <= 0.5, mode

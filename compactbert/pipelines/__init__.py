@@ -41,7 +41,9 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
     Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction,
     token-classification (alias ner), question-answering.
     Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
-    quantize="int8" applies dynamic int8 quantization to the encoder's linear layers (CPU).
+    quantize="int8": int8 inference on the CPU (per-channel weights, per-token activations; see
+    PreTrainedModel.quantize). dtype=torch.bfloat16 computes in bf16 (softmaxes and losses in float32),
+    fast where the CPU has native bf16 (`compactbert env`).
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; available: {', '.join(sorted(TASKS))}")
