@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import get_activation
+
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN runs bf16 natively only where the CPU has AVX512-BF16 / AMX; elsewhere the plain path is faster.
 _BF16_NATIVE = _MKLDNN and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
@@ -63,8 +65,9 @@ def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class _Packed:
     """A packed weight (and its bias) derived from source tensors, with the key it was built from.
 
-    For int8, `weight` is the (in, out) int8 matrix, `scale` its per-output-channel scale and
-    `inv_smooth` the per-input-channel factor applied to activations before they are quantized.
+    For int8, `weight` is the x86 engine's packed int8 weight (or the (in, out) int8 matrix for
+    torch._int_mm), `scale` its per-output-channel scale and `inv_smooth` the per-input-channel
+    factor applied to activations before they are quantized.
     """
 
     __slots__ = ("key", "weight", "bias", "scale", "inv_smooth")
@@ -233,7 +236,7 @@ def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | N
     if residual is not None:
         return out.add_(residual)
     if activation is not None:
-        return _ACTIVATION_FUNCTIONS[activation](out)
+        return get_activation(activation)(out)
     return out
 
 
@@ -246,10 +249,6 @@ def _x86_prepack(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         zero = torch.zeros(q.shape[0], dtype=torch.long)
         weight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
         return torch.ops.quantized.linear_prepack(weight, None)
-
-
-_ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_new": lambda t: F.gelu(t, approximate="tanh"),
-                         "gelu_pytorch_tanh": lambda t: F.gelu(t, approximate="tanh"), "relu": F.relu}
 
 
 def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | None = None,
@@ -285,5 +284,14 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if use_packed(x, self.weight):
-            return packed_linear(self, "weight", (self.weight, self.bias), lambda: (self.weight, self.bias), x)
+            return self.packed(x)
         return F.linear(x, self.weight, self.bias)
+
+    def packed(self, x: torch.Tensor, activation: str | None = None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+        """This layer on its packed weight, optionally with a fused activation or residual add
+        (inference only: call when `use_packed` holds)."""
+        return packed_linear(self, "weight", (self.weight, self.bias), self._own_weight, x, activation, residual)
+
+    def _own_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.weight, self.bias

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from .kernels import _BF16_NATIVE
-from .quality import DATA, quality_sentences
+from .quality import DATA, pooled_embeddings, quality_sentences
+from .training import read_csv_examples
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HEADS = {"base": ("AutoModel", "last_hidden_state"), "masked_lm": ("AutoModelForMaskedLM", "logits"),
@@ -227,11 +228,8 @@ def _encode(tokenizer: Any, texts: list[str], lengths: list[int]) -> tuple[torch
             ids = tokenizer.encode_batch([text], max_length=n)[0].ids
             text = text + " " + text
         rows.append(ids[:n - 1] + ids[-1:])  # keep the closing [SEP] / </s>
-    width = max(lengths)
-    pad = tokenizer.pad_token_id
-    batch = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return batch, mask
+    batch = tokenizer.pad_ids(rows)
+    return batch["input_ids"], batch["attention_mask"]
 
 
 def bench_speed(family: str, workdir: Path, peers: Peers, repeats: int, tiny: bool = False) -> dict[str, Any]:
@@ -293,17 +291,6 @@ def _rxnfp(workdir: Path) -> Path | None:
     return target
 
 
-def _pooled(engine: Engine, tokenizer: Any, texts: list[str]) -> torch.Tensor:
-    out = []
-    for start in range(0, len(texts), 32):
-        enc = tokenizer(texts[start:start + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        mask = enc["attention_mask"]
-        hidden = engine.forward(enc["input_ids"], mask)
-        w = mask.unsqueeze(-1).float()
-        out.append((hidden * w).sum(1) / w.sum(1))
-    return torch.cat(out)
-
-
 # SMILES tokens as rxnfp's models were trained on them: bracket atoms, two-letter halogens, ring
 # closures, bonds and the reaction arrow, one token each.
 _SMILES_TOKEN = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>>?|\*|\$"
@@ -319,9 +306,8 @@ def _masked_reactions(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor, torch
     rows = [[vocab("[CLS]")] + [vocab(t) if vocab(t) is not None else unknown
                                 for t in _SMILES_TOKEN.findall(line)][:126] + [vocab("[SEP]")]
             for line in (DATA / "reactions.txt").read_text().splitlines() if line.strip()]
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    batch = tokenizer.pad_ids(rows)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     chosen = torch.zeros_like(mask, dtype=torch.bool)
     chosen[:, 1::5] = True
     chosen &= mask.bool() & ~torch.isin(ids, torch.tensor(sorted(tokenizer.all_special_ids)))
@@ -353,9 +339,9 @@ def bench_meaning(workdir: Path, peers: Peers) -> dict[str, dict[str, float]]:
         tokenizer = AutoTokenizer.from_pretrained(minilm)
         texts = quality_sentences()
         engines = all_engines(peers, minilm, "base", workdir / "minilm-onnx")
-        reference = _pooled(_named(engines, "compactbert float32"), tokenizer, texts)  # exact (= transformers)
+        reference = pooled_embeddings(_named(engines, "compactbert float32").forward, tokenizer, texts)  # exact
         for engine in engines:
-            cosine = torch.nn.functional.cosine_similarity(reference, _pooled(engine, tokenizer, texts))
+            cosine = torch.nn.functional.cosine_similarity(reference, pooled_embeddings(engine.forward, tokenizer, texts))
             quality.setdefault(engine.name, {}).update(cos_min=cosine.min().item(), cos_mean=cosine.mean().item(),
                                                        sentences=len(texts))
         classifier = _classifier(minilm, workdir)
@@ -389,10 +375,7 @@ def _named(engines: list[Engine], name: str) -> Engine:
 
 
 def _sentiment_dev() -> list[tuple[str, int]]:
-    import csv
-
-    with (DATA / "sentiment_dev.csv").open(encoding="utf-8", newline="") as f:
-        return [(row["text"], int(row["label"])) for row in csv.DictReader(f)]
+    return [(e.text, e.label) for e in read_csv_examples(DATA / "sentiment_dev.csv")]
 
 
 # ------------------------------------------------------------------------------------ report

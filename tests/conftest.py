@@ -37,6 +37,15 @@ def oracle_config(config: cb.BaseConfig):
     return transformers.AutoConfig.for_model(config.model_type, **fields)
 
 
+# Every head, by task name: the compactbert class that loads it.
+HEAD_CLASSES = {"base": cb.AutoModel, "masked_lm": cb.AutoModelForMaskedLM,
+                "sequence_classification": cb.AutoModelForSequenceClassification,
+                "token_classification": cb.AutoModelForTokenClassification,
+                "question_answering": cb.AutoModelForQuestionAnswering,
+                "multiple_choice": cb.AutoModelForMultipleChoice,
+                "next_sentence": cb.AutoModelForNextSentencePrediction, "pretraining": cb.AutoModelForPreTraining}
+
+
 def oracle_model(config: cb.BaseConfig, task: str = "masked_lm", seed: int = 0):
     """A transformers model for `config` with every weight perturbed.
 

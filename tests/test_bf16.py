@@ -10,13 +10,8 @@ import torch
 
 import compactbert as cb
 from compactbert.kernels import cached_products, packed_dtypes
-from conftest import max_rel_err, padded_batch, tokenized_checkpoint
+from conftest import HEAD_CLASSES, max_rel_err, padded_batch, tokenized_checkpoint
 
-TASKS = {"base": "AutoModel", "masked_lm": "AutoModelForMaskedLM",
-         "sequence_classification": "AutoModelForSequenceClassification",
-         "token_classification": "AutoModelForTokenClassification",
-         "question_answering": "AutoModelForQuestionAnswering", "multiple_choice": "AutoModelForMultipleChoice",
-         "next_sentence": "AutoModelForNextSentencePrediction", "pretraining": "AutoModelForPreTraining"}
 # bf16 keeps 8 bits of mantissa: on tiny random models every output is within 3% of its largest
 # value (measured <= 1.2%); losses within 2% of the float32 loss.
 TOL = 3e-2
@@ -31,12 +26,12 @@ LABELS = {"sequence_classification": {"labels": torch.tensor([0, 1])},
 
 
 @pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(HEAD_CLASSES))
 def test_bf16_every_family_and_head_close_to_fp32(tiny_checkpoint, family, task):
     if family == "distilbert" and task in ("next_sentence", "pretraining"):
         pytest.skip("DistilBERT has no such head")
     folder = tiny_checkpoint(family, task)
-    cls = getattr(cb, TASKS[task])
+    cls = HEAD_CLASSES[task]
     fp32, bf16 = cls.from_pretrained(folder), cls.from_pretrained(folder, dtype="bfloat16")
     assert bf16.dtype == torch.bfloat16
     ids, mask = padded_batch(99, [12, 7], 0)

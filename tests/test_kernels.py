@@ -7,7 +7,7 @@ import torch
 
 import compactbert as cb
 from compactbert.kernels import cached_products, packed_dtypes
-from conftest import max_rel_err, oracle_model, padded_batch, save_oracle
+from conftest import HEAD_CLASSES, max_rel_err, oracle_model, padded_batch, save_oracle
 
 pytestmark = pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="no oneDNN on this build")
 
@@ -19,8 +19,7 @@ CONFIGS = [
     cb.MobileBertConfig.tiny(key_query_shared_bottleneck=False, intra_bottleneck_size=32),
     cb.MobileBertConfig.tiny(use_bottleneck=False), cb.MobileBertConfig.tiny(normalization_type="layer_norm"),
 ]
-TASKS = ["base", "masked_lm", "sequence_classification", "token_classification", "question_answering",
-         "multiple_choice", "next_sentence", "pretraining"]
+TASKS = list(HEAD_CLASSES)
 
 
 def _plain(model, *args, **kwargs):
@@ -66,12 +65,7 @@ def test_every_head_equals_plain_path(tmp_path, family, config, task):
     if family == "distilbert" and task in ("next_sentence", "pretraining"):
         pytest.skip("DistilBERT has no such head")
     folder = save_oracle(oracle_model(config, task), tmp_path / "m")
-    model = cb.AutoModel.from_pretrained(folder) if task == "base" else getattr(
-        cb, "AutoModelFor" + {"masked_lm": "MaskedLM", "sequence_classification": "SequenceClassification",
-                              "token_classification": "TokenClassification",
-                              "question_answering": "QuestionAnswering", "multiple_choice": "MultipleChoice",
-                              "next_sentence": "NextSentencePrediction", "pretraining": "PreTraining"}[task]
-    ).from_pretrained(folder)
+    model = HEAD_CLASSES[task].from_pretrained(folder)
     ids, mask = padded_batch(config.vocab_size, [11, 6], config.pad_token_id)
     if task == "multiple_choice":
         ids, mask = ids[None], mask[None]  # (1 question, 2 choices, T)
