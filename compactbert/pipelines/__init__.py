@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 
@@ -35,7 +37,8 @@ TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
 
 def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: str | Tokenizer | None = None,
              dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
-             batch_size: int = 32, quantize: str | None = None, **kwargs: Any) -> Any:
+             batch_size: int = 32, quantize: str | None = None, allow_untrained_head: bool = False,
+             **kwargs: Any) -> Any:
     """Build a pipeline for `task` from a model name, folder or instance.
 
     Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction,
@@ -44,6 +47,7 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
     quantize="int8": int8 inference on the CPU (per-channel weights, per-token activations; see
     PreTrainedModel.quantize). dtype=torch.bfloat16 computes in bf16 (softmaxes and losses in float32),
     fast where the CPU has native bf16 (`compactbert env`).
+    allow_untrained_head (fill-mask): run a checkpoint that has no masked-LM head, with a random one.
     """
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; available: {', '.join(sorted(TASKS))}")
@@ -57,14 +61,45 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
         if tokenizer is None:
             raise InputError("pass tokenizer=... (a name, folder or Tokenizer) along with a model instance")
         loaded = model.quantize(quantize) if quantize else model
-    else:
-        loaded = model_class.from_pretrained(model, dtype=dtype, quantize=quantize, **hub)
-        tokenizer = tokenizer if tokenizer is not None else str(model)
-    if not isinstance(tokenizer, Tokenizer):
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)
-    if device is not None:
-        loaded = loaded.to(device)
-    return pipeline_class(loaded, tokenizer, batch_size=batch_size)
+    options = {"allow_untrained_head": True} if allow_untrained_head else {}
+    if options and pipeline_class is not FillMaskPipeline:
+        raise TypeError(f"allow_untrained_head applies to fill-mask, not {task}")
+    with _held_warnings(logging.getLogger("compactbert")) as held:
+        # The load report's warnings are shown once the pipeline accepted the model; when it refuses
+        # it (fill-mask without a masked-LM head), its error says all there is to say.
+        if not isinstance(model, PreTrainedModel):
+            loaded = model_class.from_pretrained(model, dtype=dtype, quantize=quantize, **hub)
+            tokenizer = tokenizer if tokenizer is not None else str(model)
+        if not isinstance(tokenizer, Tokenizer):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)
+        if device is not None:
+            loaded = loaded.to(device)
+        built = pipeline_class(loaded, tokenizer, batch_size=batch_size, **options)
+    for record in held:
+        logging.getLogger(record.name).handle(record)
+    return built
+
+
+@contextmanager
+def _held_warnings(logger: logging.Logger) -> Iterator[list[logging.LogRecord]]:
+    """Collect the records `logger` and its children emit inside the block instead of showing them."""
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            held.append(record)
+            return False
+
+    hold = Hold()
+    loggers = [logger] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                          if name.startswith(logger.name + ".")]
+    for each in loggers:
+        each.addFilter(hold)
+    try:
+        yield held
+    finally:
+        for each in loggers:
+            each.removeFilter(hold)
 
 
 __all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "QuestionAnsweringPipeline",

@@ -27,9 +27,19 @@ class FillMaskPipeline(Pipeline):
     of texts gives a list of those.
     """
 
-    def __init__(self, model: ForMaskedLM, tokenizer: Tokenizer, batch_size: int = 32) -> None:
+    def __init__(self, model: ForMaskedLM, tokenizer: Tokenizer, batch_size: int = 32,
+                 allow_untrained_head: bool = False) -> None:
+        """allow_untrained_head: run even when the checkpoint had no masked-LM head, so that the head
+        is randomly initialised and its predictions are noise (for experiments only)."""
         if tokenizer.mask_token_id is None:
             raise InputError("this tokenizer defines no mask token, so it cannot be used for fill-mask")
+        missing = [n for n in (model.load_report.new_head if model.load_report else []) if n.startswith("mlm.")]
+        if missing and not allow_untrained_head:
+            raise InputError(
+                f"{model.load_report.source} has no masked-LM head ({len(missing)} head weights missing, "
+                "e.g. " + ", ".join(missing[:2]) + "), so its predictions would be random; use a checkpoint "
+                "trained for fill-mask, or pass allow_untrained_head=True (CLI: --allow-untrained-head) to "
+                "experiment anyway")
         super().__init__(model, tokenizer, batch_size)
 
     # ---------------------------------------------------------------- preparation
@@ -102,7 +112,11 @@ class FillMaskPipeline(Pipeline):
             else:
                 ids = tok.encode(target, add_special_tokens=False)
             if not ids:
-                logger.warning("target %r encodes to no token; ignored", target)
+                logger.warning("target %r encodes to no token; left out", target)
+                continue
+            if tok.unk_token_id is not None and tok.unk_token_id in ids:
+                logger.warning("target %r is not in this model's vocabulary (it is spelled %s); left out",
+                               target, " ".join(tok.convert_ids_to_tokens(ids)))
                 continue
             if len(ids) > 1:
                 pieces = tok.convert_ids_to_tokens(ids)
@@ -111,7 +125,8 @@ class FillMaskPipeline(Pipeline):
                            "piece masked")
             found.setdefault(tuple(ids), _Candidate(target, ids))
         if not found:
-            raise InputError(f"none of the targets {targets!r} could be encoded")
+            raise InputError(f"none of the targets {targets!r} is in this model's vocabulary" if targets else
+                             "targets is empty: give at least one word, or None to rank the whole vocabulary")
         return list(found.values())
 
     def _multi_token_score(self, item: Prepared, mask_index: int, pieces: list[int]) -> tuple[float, list[int]]:
