@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import platform
 import random
@@ -204,7 +205,6 @@ class _FillMask:
         if impl == "transformers":
             import transformers
 
-            transformers.logging.set_verbosity_error()
             self.pipe = transformers.pipeline("fill-mask", model=folder, device="cpu")
             self.mask = self.pipe.tokenizer.mask_token
             self.run = lambda texts, k=5: self.pipe(texts, top_k=k, batch_size=32)
@@ -284,25 +284,46 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
 
 # ------------------------------------------------------------------------------------ report
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _cell(value: Any, spec: str, width: int, suffix: str = "") -> str:
+    """`value` formatted and right-aligned in `width` characters; '-' when it was not measured."""
+    text = "-" if value is None else format(value, spec) + suffix
+    return f"{text:>{width}}"
+
+
+COLUMNS = (("family", 11), ("fill-mask", 9), ("top5 same", 9), ("tok/s", 8), ("GFLOP/s", 8), ("encoder", 8),
+           ("latency", 8), ("int8", 6), ("int8 top1", 9), ("peak MB ours/theirs", 20))
 
 
 def render(results: list[dict[str, Any]], machine: str) -> str:
-    lines = [f"compactbert bench on {machine}", "",
-             f"{'family':<11} {'fill-mask':>9} {'top5 same':>9} {'tok/s':>8} {'GFLOP/s':>8} {'encoder':>8} "
-             f"{'latency':>8} {'int8':>6} {'int8 top1':>9} {'peak MB ours/theirs':>20}"]
+    header = " ".join(f"{name:<{width}}" if n == 0 else f"{name:>{width}}" for n, (name, width) in enumerate(COLUMNS))
+    lines = [f"compactbert bench on {machine}", "", header]
+    widths = [width for _, width in COLUMNS]
     for r in results:
         f, mem = r["fill_mask"], r.get("memory_mb", {})
-        memory = f"{_fmt(mem.get('compactbert'), '.0f')}/{_fmt(mem.get('transformers'), '.0f')}" if mem else "-"
-        lines.append(
-            f"{r['family']:<11} {_fmt(f.get('ratio'), '8.2f')}x {_fmt(f.get('top5_identical'), '9.1%')} "
-            f"{f['tokens_per_s']:8.0f} {f['gflops']:8.1f} {_fmt(r['encoder'].get('ratio'), '7.2f')}x "
-            f"{_fmt(r['latency'].get('ratio'), '7.2f')}x {r['int8']['ratio']:5.2f}x "
-            f"{r['int8']['top1_agreement']:9.1%} {memory:>20}")
+        memory = (f"{_cell(mem.get('compactbert'), '.0f', 0)}/{_cell(mem.get('transformers'), '.0f', 0)}"
+                  if mem else None)
+        cells = [f"{r['family']:<{widths[0]}}", _cell(f.get("ratio"), ".2f", widths[1], "x"),
+                 _cell(f.get("top5_identical"), ".1%", widths[2]), _cell(f["tokens_per_s"], ".0f", widths[3]),
+                 _cell(f["gflops"], ".1f", widths[4]), _cell(r["encoder"].get("ratio"), ".2f", widths[5], "x"),
+                 _cell(r["latency"].get("ratio"), ".2f", widths[6], "x"),
+                 _cell(r["int8"]["ratio"], ".2f", widths[7], "x"), _cell(r["int8"]["top1_agreement"], ".1%", widths[8]),
+                 _cell(memory, "", widths[9])]
+        lines.append(" ".join(cells))
     lines += ["", "ratios: transformers time / compactbert time, same weights, same process, alternating "
-              "(int8: compactbert fp32 / compactbert int8)"]
+              "(int8: compactbert fp32 / compactbert int8); '-': not measured"]
     return "\n".join(lines)
+
+
+def quiet_loading() -> None:
+    """Keep the report readable: no load reports (the bench's folders are masked-LM checkpoints loaded
+    into other heads on purpose) and no progress bars from transformers."""
+    logging.getLogger("compactbert").setLevel(logging.ERROR)
+    try:
+        import transformers
+    except ImportError:
+        return
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def machine_description() -> str:
@@ -335,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                              "quality on real weights (compactbert/peers.py; pip install 'compactbert[peers]')")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    quiet_loading()
     if args.peers:
         from .peers import run
 

@@ -4,6 +4,7 @@ Errors are one line and exit status 1."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import CompactBertError
+from .options import HelpFormatter, add_config_options, add_parameter_options
 
 
 def _add_hub_options(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +35,26 @@ def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compactbert", description="BORT, MobileBERT and DistilBERT in PyTorch")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Training options come from the dataclasses that hold them (compactbert/options.py), so each
+    # default is written once; the training modules are light to import.
+    from .training.agora import agora_from_files
+    from .training.distill import DistillationConfig
+    from .training.finetune import TrainingConfig
+    from .training.recipes import DataOptions
 
-    fill = sub.add_parser("fill-mask", help="predict the words behind [MASK] / <mask>")
+    def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter, **kwargs)
+
+    parser = argparse.ArgumentParser(prog="compactbert", description="BORT, MobileBERT and DistilBERT in PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    fill = command("fill-mask", "predict the words behind [MASK] / <mask>")
     fill.add_argument("texts", nargs="*", help="texts with [MASK] or <mask>; '-' or none: read lines from stdin")
     fill.add_argument("--model", required=True, help="Hub id, alias (see `compactbert list`) or local folder")
     fill.add_argument("--file", help="read texts from this file, one per line")
-    fill.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
+    fill.add_argument("--top-k", type=int, default=5, help="predictions per mask")
     fill.add_argument("--targets", help="comma-separated words to score instead of the whole vocabulary")
-    fill.add_argument("--batch-size", type=int, default=32)
+    fill.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     fill.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                       help="compute dtype (default float32; bfloat16 is fast where the CPU has native bf16, "
                            "see `compactbert env`)")
@@ -54,38 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_hub_options(fill)
 
-    download = sub.add_parser("download", help="fetch a checkpoint into the Hub cache for offline use")
+    download = command("download", "fetch a checkpoint into the Hub cache for offline use")
     download.add_argument("name", help="Hub id or alias")
     download.add_argument("--force", action="store_true", help="download again even if cached")
     _add_hub_options(download)
 
-    tune = sub.add_parser("finetune", help="fine-tune a model on your data and save it in Hub layout")
+    tune = command("finetune", "fine-tune a model on your data and save it in Hub layout")
     tune.add_argument("task", choices=["text-classification", "token-classification", "question-answering",
-                                       "multiple-choice"])
+                                       "multiple-choice"], help="what the model learns to do")
     tune.add_argument("--model", required=True, help="Hub id, alias or local folder to start from")
     tune.add_argument("--train", required=True, help="text classification: CSV with a header row or JSON lines; "
                       "token classification and QA: JSON lines (see docs/fine-tuning.md); or a `datasets` name")
     tune.add_argument("--validation", help="the same, to evaluate on after every epoch (keeps the best epoch)")
-    tune.add_argument("--text-column", default="text")
-    tune.add_argument("--text-pair-column")
-    tune.add_argument("--label-column", default="label")
-    tune.add_argument("--words-field", default="tokens", help="token classification: the field with the words")
-    tune.add_argument("--tags-field", default="tags", help="token classification: the field with the tags")
-    tune.add_argument("--max-seq-len", type=int, default=384, help="QA: window length in tokens")
-    tune.add_argument("--doc-stride", type=int, default=128, help="QA: overlap of consecutive windows")
-    tune.add_argument("--context-field", default="context", help="multiple choice: the field with the context")
-    tune.add_argument("--choices-field", default="choices", help="multiple choice: the field with the choices "
-                      "(the right one's index is in --label-column)")
-    tune.add_argument("--epochs", type=int, default=3)
-    tune.add_argument("--batch-size", type=int, default=16)
-    tune.add_argument("--learning-rate", type=float, default=5e-5)
-    tune.add_argument("--warmup-ratio", type=float, default=0.1)
-    tune.add_argument("--weight-decay", type=float, default=0.01)
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--output-dir", required=True)
+    add_config_options(tune, DataOptions, [f.name for f in dataclasses.fields(DataOptions)])
+    add_config_options(tune, TrainingConfig, ["epochs", "batch_size", "learning_rate", "warmup_ratio",
+                                              "weight_decay", "seed"])
+    tune.add_argument("--output-dir", required=True, help="where the best epoch is saved, with its tokenizer")
     _add_hub_options(tune)
 
-    still = sub.add_parser("distill", help="distil a masked-LM teacher into a smaller student (DistilBERT's recipe)")
+    still = command("distill", "distil a masked-LM teacher into a smaller student (DistilBERT's recipe)")
     still.add_argument("--teacher", required=True, help="Hub id, alias or folder of a masked-LM")
     still.add_argument("--corpus", required=True, nargs="+", help="plain text files, one sequence per line")
     student = still.add_mutually_exclusive_group()
@@ -93,48 +92,41 @@ def _parser() -> argparse.ArgumentParser:
                          "evenly spread: 0,2,4,7,9,11 for 12)")
     student.add_argument("--student-config", help="config.json of a fresh student instead")
     still.add_argument("--validation", help="text file: report the student's agreement with the teacher")
-    still.add_argument("--epochs", type=int, default=3)
-    still.add_argument("--batch-size", type=int, default=32)
-    still.add_argument("--gradient-accumulation", type=int, default=1)
-    still.add_argument("--learning-rate", type=float, default=5e-4)
-    still.add_argument("--max-length", type=int, default=128)
-    still.add_argument("--temperature", type=float, default=2.0)
-    still.add_argument("--alpha-ce", type=float, default=5.0)
-    still.add_argument("--alpha-mlm", type=float, default=2.0)
-    still.add_argument("--alpha-cos", type=float, default=1.0)
-    still.add_argument("--mask-smoothing", type=float, help="pick tokens with chance count^-S (the paper: 0.7)")
-    still.add_argument("--seed", type=int, default=0)
-    still.add_argument("--output-dir", required=True)
+    add_config_options(still, DistillationConfig, ["epochs", "batch_size", "gradient_accumulation", "learning_rate",
+                                                   "max_length", "temperature", "alpha_ce", "alpha_mlm", "alpha_cos",
+                                                   "mask_smoothing", "seed"])
+    still.add_argument("--output-dir", required=True, help="where the student is saved, with the tokenizer")
     _add_hub_options(still)
 
-    ag = sub.add_parser("agora", help="Agora fine-tuning (BORT's procedure) on a classification task")
+    ag = command("agora", "Agora fine-tuning (BORT's procedure) on a classification task")
     ag.add_argument("--model", required=True, help="the candidate: Hub id, alias or folder (a new head is added)")
     ag.add_argument("--labeller", required=True, help="a fine-tuned classifier that labels generated texts")
     ag.add_argument("--filler", required=True, help="a masked-LM that generates neighbours by in-filling "
                     "(not BORT's own checkpoint: its masked-LM head is untrained)")
     ag.add_argument("--train", required=True, help="CSV (header row) or JSON lines, or a `datasets` name")
     ag.add_argument("--validation", required=True, help="the dev set: searched on, and partly held out")
-    ag.add_argument("--text-column", default="text")
-    ag.add_argument("--text-pair-column")
-    ag.add_argument("--label-column", default="label")
-    ag.add_argument("--learning-rates", default="1e-4,1e-5,9e-6")
-    ag.add_argument("--weight-decays", default="0,0.01")
-    ag.add_argument("--warmup-ratios", default="0.1")
-    ag.add_argument("--batch-sizes", default="8,16")
-    ag.add_argument("--seeds", default="0")
+    add_config_options(ag, DataOptions, ["text_column", "text_pair_column", "label_column"])
+    ag.add_argument("--learning-rates", default="1e-4,1e-5,9e-6", help="comma-separated grid values")
+    ag.add_argument("--weight-decays", default="0,0.01", help="comma-separated grid values")
+    ag.add_argument("--warmup-ratios", default="0.1", help="comma-separated grid values")
+    ag.add_argument("--batch-sizes", default="8,16", help="comma-separated grid values")
+    ag.add_argument("--seeds", default="0", help="comma-separated grid values")
     ag.add_argument("--bort-grid", action="store_true", help="the BORT README's grid of 480 sets instead")
-    ag.add_argument("--epochs", type=int, default=3, help="epochs per model (the per-round budget)")
-    ag.add_argument("--holdout", type=float, default=0.3, help="share of the dev set kept out of the search")
-    ag.add_argument("--neighbours", type=int, default=1, help="generated points per dev mistake")
-    ag.add_argument("--max-replays", type=int, default=1, help="re-runs of a round that did not improve")
-    ag.add_argument("--seed", type=int, default=0)
-    ag.add_argument("--output-dir", required=True)
+    add_parameter_options(ag, agora_from_files, {
+        "epochs": "epochs per model (the per-round budget)",
+        "holdout": "share of the dev set kept out of the search",
+        "neighbours": "generated points per dev mistake",
+        "max_replays": "re-runs of a round that did not improve",
+        "seed": "seed of the holdout split, generation and training",
+    })
+    ag.add_argument("--output-dir", required=True, help="where the best model and agora_report.json are saved")
     _add_hub_options(ag)
 
-    listing = sub.add_parser("list", help="known checkpoints, their aliases, and which are available offline")
+    listing = command("list", "known checkpoints, their aliases, and which are available offline")
     listing.add_argument("--cache-dir", help="Hub cache folder (default: the huggingface_hub cache)")
-    sub.add_parser("bench", help="speed against transformers (see `compactbert bench --help`)", add_help=False)
-    sub.add_parser("env", help="versions and settings, for bug reports")
+    sub.add_parser("bench", help="speed against transformers and other engines (see `compactbert bench --help`)",
+                   add_help=False)
+    command("env", "versions and settings, for bug reports")
     return parser
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .bench import quiet_loading
 from .kernels import _BF16_NATIVE
 from .quality import DATA, pooled_embeddings, quality_sentences
 from .training import read_csv_examples
@@ -72,9 +73,7 @@ class Peers:
                 setattr(found, name, __import__(name))
             except ImportError:
                 found.skipped.append(f"{name} is not installed: no {why} columns (pip install 'compactbert[peers]')")
-        if found.transformers is not None:
-            found.transformers.logging.set_verbosity_error()
-            found.transformers.utils.logging.disable_progress_bar()
+        quiet_loading()
         if found.onnxruntime is not None and found.transformers is None:
             found.onnxruntime = None  # the ONNX graphs are exported from the transformers model
         return found

@@ -258,3 +258,44 @@ def test_finetune_token_classification_and_qa(tmp_path):
     bad = cli("finetune", "question-answering", "--model", str(minilm_folder()), "--train", str(data / "ner_dev.jsonl"),
               "--output-dir", str(tmp_path / "x"))
     assert bad.returncode == 1 and "no field(s) question, context, answers" in bad.stderr
+
+
+def _commands():
+    from compactbert.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return sub.choices
+
+
+def test_every_option_has_help_and_shows_its_default():
+    for name, command in _commands().items():
+        if name == "bench":  # its own parser, checked below
+            continue
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
+        text = command.format_help()
+        for action in command._actions:
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+
+
+def test_training_defaults_come_from_the_configs():
+    from compactbert.training import DataOptions, DistillationConfig, TrainingConfig
+
+    commands = _commands()
+    tune = commands["finetune"].parse_args(["text-classification", "--model", "m", "--train", "t", "--output-dir", "o"])
+    assert (tune.epochs, tune.learning_rate, tune.batch_size) == (TrainingConfig.epochs, TrainingConfig.learning_rate,
+                                                                  TrainingConfig.batch_size)
+    assert (tune.max_seq_len, tune.doc_stride) == (DataOptions.max_seq_len, DataOptions.doc_stride)
+    still = commands["distill"].parse_args(["--teacher", "m", "--corpus", "c", "--output-dir", "o"])
+    assert (still.learning_rate, still.temperature, still.mask_smoothing) == (
+        DistillationConfig.learning_rate, DistillationConfig.temperature, DistillationConfig.mask_smoothing)
+    assert still.learning_rate != tune.learning_rate  # each command reads its own config
+
+
+def test_fill_mask_help_lists_device_and_defaults():
+    out = cli("fill-mask", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "--device" in text and "predictions per mask (default: 5)" in text

@@ -141,3 +141,28 @@ def test_benchmark_runs_and_matches_transformers(tmp_path):
             assert r["fill_mask"][key] > 0
         assert r["encoder"]["ratio"] > 0 and r["latency"]["ratio"] > 0 and r["int8"]["ratio"] > 0
         assert set(r["memory_mb"]) == {"compactbert", "transformers"}
+
+
+def _table(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("family"))
+    return lines[start:lines.index("", start)]
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-transformers"]])
+def test_benchmark_report_is_aligned_and_quiet(tmp_path, extra):
+    """The table's columns line up with or without transformers; no load reports or progress bars."""
+    out = subprocess.run([sys.executable, "-m", "compactbert", "bench", "--tiny", "--families", "distilbert",
+                          "--sentences", "8", "--repeats", "1", "--no-memory", "--workdir", str(tmp_path), *extra],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    table = _table(out.stdout)
+    assert len(table) == 2 and len({len(line) for line in table}) == 1, table
+    header, row = table
+    from compactbert.bench import COLUMNS
+
+    ends = [header.index(name) + len(name) for name, _ in COLUMNS[1:]]
+    assert all(row[end - 1] != " " and (end == len(row) or row[end] == " ") for end in ends), table
+    if extra:
+        assert row.split()[1] == "-" and row.split()[5] == "-"

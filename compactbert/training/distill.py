@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import write_json_atomic
+from ..options import option
 from .finetune import _Distributed, check_schedule, is_main_process, linear_schedule, parameter_groups
 from .masking import chunks, mlm_collate, token_weights
 
@@ -133,23 +134,23 @@ class TextCorpus:
 
 @dataclass
 class DistillationConfig:
-    epochs: int = 3  # passes over the corpus
-    batch_size: int = 32  # sequences per optimizer step over all processes (micro-batch x accumulation x N)
-    gradient_accumulation: int = 1  # micro-batches per optimizer step
-    learning_rate: float = 5e-4  # peak learning rate (the paper's)
-    betas: tuple[float, float] = (0.9, 0.98)  # Adam betas (the paper's)
-    weight_decay: float = 0.0  # decoupled decay, never on biases or norms
-    warmup_ratio: float = 0.05  # share of the steps spent warming up linearly
-    max_grad_norm: float = 5.0  # global gradient-norm clip
-    temperature: float = 2.0  # softmax temperature of the KL term
-    alpha_ce: float = 5.0  # weight of the KL term
-    alpha_mlm: float = 2.0  # weight of the masked-LM term
-    alpha_cos: float = 1.0  # weight of the hidden-state cosine term
-    mlm_probability: float = 0.15  # share of tokens masked in each batch
-    mask_smoothing: float | None = None  # 0.7 picks tokens with chance count^-0.7 (the paper); None: uniform
-    max_length: int = 128  # tokens per sequence (longer lines are truncated)
-    seed: int = 0
-    output_dir: str | os.PathLike | None = None  # the student is saved here (Hub layout) with the tokenizer
+    epochs: int = option(3, "passes over the corpus")
+    batch_size: int = option(32, "sequences per optimizer step over all processes (micro-batch x accumulation x N)")
+    gradient_accumulation: int = option(1, "micro-batches per optimizer step")
+    learning_rate: float = option(5e-4, "peak learning rate (the paper's)")
+    betas: tuple[float, float] = option((0.9, 0.98), "Adam betas (the paper's)")
+    weight_decay: float = option(0.0, "decoupled decay, never on biases or norms")
+    warmup_ratio: float = option(0.05, "share of the steps spent warming up linearly")
+    max_grad_norm: float = option(5.0, "global gradient-norm clip")
+    temperature: float = option(2.0, "softmax temperature of the KL term")
+    alpha_ce: float = option(5.0, "weight of the KL term")
+    alpha_mlm: float = option(2.0, "weight of the masked-LM term")
+    alpha_cos: float = option(1.0, "weight of the hidden-state cosine term")
+    mlm_probability: float = option(0.15, "share of tokens masked in each batch")
+    mask_smoothing: float | None = option(None, "0.7 picks tokens with chance count^-0.7 (the paper); None: uniform")
+    max_length: int = option(128, "tokens per sequence (longer lines are truncated)")
+    seed: int = option(0, "seed of masking, shuffling and the student's initialisation")
+    output_dir: str | os.PathLike | None = option(None, "the student is saved here (Hub layout) with the tokenizer")
 
     def __post_init__(self) -> None:
         check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)

@@ -20,25 +20,26 @@ import torch
 from torch import nn
 
 from ..layers import NoNorm
+from ..options import option
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 3  # passes over the training data
-    batch_size: int = 16  # examples per optimizer step (per micro-batch x gradient_accumulation)
-    learning_rate: float = 5e-5  # peak learning rate, reached after warm-up
-    weight_decay: float = 0.01  # decoupled decay, never on biases or norm weights
-    warmup_ratio: float = 0.1  # share of all steps spent warming up linearly from 0
-    max_grad_norm: float = 1.0  # global gradient-norm clip; 0 disables clipping
-    gradient_accumulation: int = 1  # micro-batches per optimizer step
-    bf16: bool = False  # bfloat16 autocast for the forward pass
-    seed: int = 0  # shuffling and initialisation of new heads
-    metric: str = "accuracy"  # evaluation metric that decides the best epoch
-    output_dir: str | os.PathLike | None = None  # the best model is saved here (Hub layout)
-    checkpoint_dir: str | os.PathLike | None = None  # trainer state after every epoch, for resume=True
-    progress: bool = False  # a progress bar on standard error (rank 0 only)
+    epochs: int = option(3, "passes over the training data")
+    batch_size: int = option(16, "examples per optimizer step (per micro-batch x gradient_accumulation)")
+    learning_rate: float = option(5e-5, "peak learning rate, reached after warm-up")
+    weight_decay: float = option(0.01, "decoupled decay, never on biases or norm weights")
+    warmup_ratio: float = option(0.1, "share of all steps spent warming up linearly from 0")
+    max_grad_norm: float = option(1.0, "global gradient-norm clip; 0 disables clipping")
+    gradient_accumulation: int = option(1, "micro-batches per optimizer step")
+    bf16: bool = option(False, "bfloat16 autocast for the forward pass")
+    seed: int = option(0, "shuffling and initialisation of new heads")
+    metric: str = option("accuracy", "evaluation metric that decides the best epoch")
+    output_dir: str | os.PathLike | None = option(None, "the best model is saved here (Hub layout)")
+    checkpoint_dir: str | os.PathLike | None = option(None, "trainer state after every epoch, for resume=True")
+    progress: bool = option(False, "a progress bar on standard error (rank 0 only)")
 
     def __post_init__(self) -> None:
         check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)

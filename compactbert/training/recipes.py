@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from .data import write_json_atomic
+from ..options import option
 from .finetune import TrainingConfig, TrainingResult, fine_tune, is_main_process
 from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
@@ -30,15 +31,15 @@ SELECTION_METRIC = {"text-classification": "accuracy", "token-classification": "
 
 @dataclass
 class DataOptions:
-    text_column: str = "text"  # text classification: CSV columns / JSON fields
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    words_field: str = "tokens"  # token classification: JSON fields
-    tags_field: str = "tags"
-    max_seq_len: int = 384  # question answering: window length and overlap (capped by the model's limit)
-    doc_stride: int = 128
-    context_field: str = "context"  # multiple choice: JSON fields (the label field is label_column)
-    choices_field: str = "choices"
+    text_column: str = option("text", "text classification: the CSV column / JSON field with the text")
+    text_pair_column: str | None = option(None, "text classification: a second text column, for sentence pairs")
+    label_column: str = option("label", "the column / field with the label (multiple choice: the right choice's index)")
+    words_field: str = option("tokens", "token classification: the JSON field with the words")
+    tags_field: str = option("tags", "token classification: the JSON field with the tags")
+    max_seq_len: int = option(384, "question answering: window length in tokens (capped by the model's limit)")
+    doc_stride: int = option(128, "question answering: tokens shared by consecutive windows")
+    context_field: str = option("context", "multiple choice: the JSON field with the context")
+    choices_field: str = option("choices", "multiple choice: the JSON field with the choices")
 
 
 @dataclass
