@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_downl
 # retries a failed metadata request five times with backoff (about 25 s) when the file is not
 # cached; one short probe per endpoint and process replaces that wait with a clear error.
 PROBE_TIMEOUT = 3.0
+RETRY_AFTER = 30.0  # seconds before an unreachable endpoint is probed again (long-running processes)
 
 
 @dataclass(frozen=True)
@@ -173,28 +175,31 @@ def offline_mode() -> bool:
     return bool(check() if callable(check) else constants.HF_HUB_OFFLINE)
 
 
-_PROBES: dict[str, str | None] = {}  # endpoint -> None (answered) or why it did not
+_PROBES: dict[str, tuple[float, str | None]] = {}  # endpoint -> (when, None if it answered else why not)
 
 
 def hub_unreachable() -> str | None:
     """Why the Hub endpoint cannot be reached, or None when it answers.
 
-    One HEAD request with a PROBE_TIMEOUT bound, no retries, once per endpoint and process. It goes
-    through huggingface_hub's own HTTP session, so proxies, certificates and a client factory set
-    with `huggingface_hub.set_client_factory` apply. Any HTTP answer, even an error status, counts
-    as reachable: the real request then reports what is wrong.
+    One HEAD request with a PROBE_TIMEOUT bound and no retries, once per endpoint and process (an
+    unreachable endpoint is tried again after RETRY_AFTER seconds). It goes through
+    huggingface_hub's own HTTP session, so proxies, certificates and a client factory set with
+    `huggingface_hub.set_client_factory` apply. Any HTTP answer, even an error status, counts as
+    reachable: the real request then reports what is wrong.
     """
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
     endpoint = constants.ENDPOINT
-    if endpoint not in _PROBES:
+    known = _PROBES.get(endpoint)
+    if known is None or (known[1] is not None and time.monotonic() - known[0] > RETRY_AFTER):
         try:
             get_session().head(endpoint, timeout=PROBE_TIMEOUT)
-            _PROBES[endpoint] = None
+            why = None
         except Exception as exc:  # noqa: BLE001 - any failure to get an answer means unreachable
-            _PROBES[endpoint] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return _PROBES[endpoint]
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        known = _PROBES[endpoint] = (time.monotonic(), why)
+    return known[1]
 
 
 def _download(repo_id: str, filename: str, revision: str | None = None, cache_dir: str | os.PathLike | None = None,

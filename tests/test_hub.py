@@ -233,3 +233,27 @@ def test_alias_resolves_and_bort_warns_once(hub, tmp_path):
 def test_unknown_alias_suggests_close_matches():
     with pytest.raises(cb.UnknownModelError, match="Did you mean 'distilbert-base-uncased'"):
         cb.AutoConfig.from_pretrained("distilbert-base-uncsed")
+
+
+def test_probe_is_cached_and_retried_after_a_while(monkeypatch):
+    """One probe per endpoint and process; an unreachable endpoint is probed again later."""
+    from huggingface_hub import utils
+
+    from compactbert import hub as hub_module
+
+    calls = []
+
+    class Session:
+        def head(self, url, timeout):
+            calls.append((url, timeout))
+            raise OSError("no route to host")
+
+    monkeypatch.setattr(utils, "get_session", lambda: Session())
+    monkeypatch.setattr(hub_module, "_PROBES", {})
+    assert hub_module.hub_unreachable() == "OSError: no route to host"
+    assert hub_module.hub_unreachable() == "OSError: no route to host"
+    assert len(calls) == 1 and calls[0][1] == hub_module.PROBE_TIMEOUT
+    clock = hub_module.time.monotonic() + hub_module.RETRY_AFTER + 1
+    monkeypatch.setattr(hub_module.time, "monotonic", lambda: clock)
+    hub_module.hub_unreachable()
+    assert len(calls) == 2
