@@ -231,7 +231,7 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
     ours = _FillMask(str(folder), "compactbert")
     texts = make_sentences(sentences, mask=ours.mask)
     tok = AutoTokenizer.from_pretrained(folder)
-    lengths = [len(ids) for ids in tok(texts, padding=False, truncation=True, return_tensors=None)["input_ids"]]
+    lengths = [len(ids) for ids in tok(texts, truncation=True)["input_ids"]]
     real_tokens = sum(lengths)
     useful_flops = sum(flops_per_token(config, n) * n for n in lengths) + len(texts) * head_flops(config)
     fns = {"compactbert": lambda: ours.run(texts)}
@@ -257,8 +257,9 @@ def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_
 
     # 3. encoder forward on one padded batch of 32, and 4. one 16-token sentence
     model = AutoModel.from_pretrained(folder)
-    batch = tok(make_sentences(32, seed=5, mask=ours.mask)[:32], padding=True, truncation=True)
-    single = {k: v[:1, :16] for k, v in tok(make_sentences(1, seed=6, min_words=30, mask=ours.mask)).items()}
+    batch = tok(make_sentences(32, seed=5, mask=ours.mask)[:32], padding=True, truncation=True, return_tensors="pt")
+    single = {k: v[:1, :16] for k, v in tok(make_sentences(1, seed=6, min_words=30, mask=ours.mask), truncation=True,
+                                                    return_tensors="pt").items()}
     encoder, latency = {}, {}
     if with_transformers:
         import transformers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -32,7 +33,13 @@ MASK_SPELLINGS = ("[MASK]", "<mask>")
 
 
 class BatchEncoding(dict):
-    """A dict of model inputs (`input_ids`, `attention_mask`, maybe `token_type_ids`) with attribute access."""
+    """Model inputs by name (`input_ids`, `attention_mask`, ...) with attribute access, as in
+    transformers: the `encodings` behind each row, `word_ids()`, `tokens()`, `sequence_ids()`,
+    `char_to_token()`, and `.to(device)` for tensors."""
+
+    def __init__(self, data: dict[str, Any] | None = None, encodings: list[Encoding] | None = None) -> None:
+        super().__init__(data or {})
+        self.encodings = encodings
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -40,8 +47,45 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(name) from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"data": dict(self), "encodings": self.encodings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.update(state["data"])
+        self.encodings = state["encodings"]
+
     def to(self, device: torch.device | str) -> "BatchEncoding":
-        return BatchEncoding({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
+        return BatchEncoding({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()},
+                             self.encodings)
+
+    def _encoding(self, batch_index: int) -> Encoding:
+        if not self.encodings:
+            raise InputError("this BatchEncoding has no encodings (it was not made by a tokenizer call)")
+        if not -len(self.encodings) <= batch_index < len(self.encodings):
+            raise InputError(f"batch_index {batch_index} is out of range for {len(self.encodings)} encodings")
+        return self.encodings[batch_index]
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        return self._encoding(batch_index).tokens
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Per token, the index of the word it comes from (None for special and padding tokens)."""
+        return self._encoding(batch_index).word_ids
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Per token: 0 for the first text, 1 for the pair, None for special and padding tokens."""
+        return self._encoding(batch_index).sequence_ids
+
+    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None,
+                      sequence_index: int = 0) -> int | None:
+        """The token covering a character: `char_to_token(char)` for a single input,
+        `char_to_token(row, char)` in a batch. None when the character maps to no token (a space)."""
+        batch_index, char = (0, batch_or_char_index) if char_index is None else (batch_or_char_index, char_index)
+        return self._encoding(batch_index).char_to_token(char, sequence_index)
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> tuple[int, int] | None:
+        batch_index, token = (0, batch_or_token_index) if token_index is None else (batch_or_token_index, token_index)
+        return self._encoding(batch_index).token_to_chars(token)
 
 
 @dataclass
@@ -50,12 +94,23 @@ class _Specials:
     mask_lstrip: bool
 
 
+SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+_PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
+_TRUNCATION = {None: None, False: None, "do_not_truncate": None, True: "longest_first",
+               "longest_first": "longest_first", "only_first": "only_first", "only_second": "only_second"}
+_CONFIGURED_LIMIT = 16  # backends kept per tokenizer, one per truncation and padding setting in use
+
+
 class Tokenizer:
-    """A `tokenizers.Tokenizer` with the calling conventions of transformers' tokenizers."""
+    """A `tokenizers.Tokenizer` with the calling conventions of transformers' fast tokenizers.
+
+    Safe to share between threads: the shared backend is never reconfigured per call. Each
+    truncation and padding setting gets its own configured copy, made once and cached.
+    """
 
     def __init__(self, backend: Backend, specials: dict[str, str], model_max_length: int | None,
                  returns_token_type_ids: bool, clean_up_tokenization_spaces: bool = False,
-                 byte_level: bool = False) -> None:
+                 byte_level: bool = False, padding_side: str = "right", truncation_side: str = "right") -> None:
         backend.no_padding()
         backend.no_truncation()
         self.backend = backend
@@ -64,66 +119,110 @@ class Tokenizer:
         self.returns_token_type_ids = returns_token_type_ids
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.byte_level = byte_level  # byte-level BPE: a leading space is part of the token ("Ġdog")
+        self.padding_side = _side(padding_side, "padding_side")
+        self.truncation_side = _side(truncation_side, "truncation_side")
+        self._configured: dict[tuple, Backend] = {}
+        self._lock = threading.Lock()
         for name, token in specials.items():
             if backend.token_to_id(token) is None:
                 raise CheckpointError(f"the {name} {token!r} is not in the tokenizer's vocabulary")
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "token_type_ids", "attention_mask"] if self.returns_token_type_ids else \
+            ["input_ids", "attention_mask"]
 
     # ---------------------------------------------------------------- special tokens
     def _special_id(self, name: str) -> int | None:
         token = self.special_tokens.get(name)
         return None if token is None else self.backend.token_to_id(token)
 
-    @property
-    def mask_token(self) -> str | None:
-        return self.special_tokens.get("mask_token")
+    mask_token = property(lambda self: self.special_tokens.get("mask_token"))
+    mask_token_id = property(lambda self: self._special_id("mask_token"))
+    unk_token = property(lambda self: self.special_tokens.get("unk_token"))
+    unk_token_id = property(lambda self: self._special_id("unk_token"))
+    pad_token = property(lambda self: self.special_tokens.get("pad_token"))
+    pad_token_id = property(lambda self: self._special_id("pad_token"))
+    cls_token = property(lambda self: self.special_tokens.get("cls_token"))
+    cls_token_id = property(lambda self: self._special_id("cls_token"))
+    sep_token = property(lambda self: self.special_tokens.get("sep_token"))
+    sep_token_id = property(lambda self: self._special_id("sep_token"))
+    bos_token = property(lambda self: self.special_tokens.get("bos_token"))
+    bos_token_id = property(lambda self: self._special_id("bos_token"))
+    eos_token = property(lambda self: self.special_tokens.get("eos_token"))
+    eos_token_id = property(lambda self: self._special_id("eos_token"))
+    pad_token_type_id = 0
 
     @property
-    def mask_token_id(self) -> int | None:
-        return self._special_id("mask_token")
+    def all_special_tokens(self) -> list[str]:
+        return list(dict.fromkeys(self.special_tokens.values()))
 
     @property
-    def unk_token_id(self) -> int | None:
-        return self._special_id("unk_token")
-
-    @property
-    def pad_token(self) -> str | None:
-        return self.special_tokens.get("pad_token")
-
-    @property
-    def pad_token_id(self) -> int:
-        pad = self._special_id("pad_token")
-        return 0 if pad is None else pad
-
-    @property
-    def all_special_ids(self) -> set[int]:
-        return {self.backend.token_to_id(t) for t in self.special_tokens.values()} - {None}  # type: ignore[return-value]
+    def all_special_ids(self) -> list[int]:
+        ids = (self.backend.token_to_id(t) for t in self.all_special_tokens)
+        return [i for i in ids if i is not None]
 
     @property
     def vocab_size(self) -> int:
+        """The base vocabulary, without added tokens (as in transformers; `len(tokenizer)` counts them)."""
+        return self.backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def get_vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
 
-    # ---------------------------------------------------------------- encoding
+    def add_tokens(self, new_tokens: str | AddedToken | Sequence[str | AddedToken],
+                   special_tokens: bool = False) -> int:
+        """Add tokens to the vocabulary; returns how many were new. The model's embedding matrix must
+        grow to `len(tokenizer)` before it sees their ids."""
+        tokens = [new_tokens] if isinstance(new_tokens, (str, AddedToken)) else list(new_tokens)
+        with self._lock:
+            added = (self.backend.add_special_tokens(tokens) if special_tokens else self.backend.add_tokens(tokens))
+            self._configured.clear()  # configured copies predate the new tokens
+        return added
+
+    # ---------------------------------------------------------------- configured backends
+    def _backend_for(self, truncation: dict[str, Any] | None, padding: dict[str, Any] | None) -> Backend:
+        """The backend with this truncation and padding, made once per setting; the shared one when neither."""
+        if truncation is None and padding is None:
+            return self.backend
+        key = (tuple(sorted((truncation or {}).items())), tuple(sorted((padding or {}).items())))
+        with self._lock:
+            configured = self._configured.get(key)
+            if configured is None:
+                configured = Backend.from_str(self.backend.to_str())
+                configured.no_truncation()
+                configured.no_padding()
+                if truncation is not None:
+                    configured.enable_truncation(**truncation)
+                if padding is not None:
+                    configured.enable_padding(**padding)
+                if len(self._configured) >= _CONFIGURED_LIMIT:
+                    self._configured.pop(next(iter(self._configured)))
+                self._configured[key] = configured
+        return configured
+
+    def _encode(self, inputs: list[Any], add_special_tokens: bool, truncation: dict[str, Any] | None = None,
+                padding: dict[str, Any] | None = None, is_pretokenized: bool = False) -> list[Encoding]:
+        backend = self._backend_for(truncation, padding)
+        try:
+            return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)
+        except Exception as exc:  # the backend reports pair truncation that cannot fit, etc.
+            raise InputError(f"could not encode the input: {exc}") from exc
+
+    # ---------------------------------------------------------------- encoding (internal callers)
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                      add_special_tokens: bool = True, max_length: int | None = None,
                      strategy: str = "longest_first", stride: int = 0) -> list[Encoding]:
         """Unpadded encodings, truncated to `max_length` when given (`strategy`: longest_first,
         only_first or only_second). With a `stride`, the cut-off tokens are kept as overlapping
         windows in each encoding's `overflowing` list (see `encode_windows`)."""
-        for n, text in enumerate(list(texts) + list(pairs or [])):
-            if not isinstance(text, str):
-                raise InputError(f"text {n} is a {type(text).__name__}, not a string")
-        if max_length is not None:
-            self.backend.enable_truncation(max_length, stride=stride, strategy=strategy)
-        try:
-            inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
-            return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        except Exception as exc:  # the backend reports pair truncation that cannot fit, etc.
-            raise InputError(f"could not encode the input: {exc}") from exc
-        finally:
-            self.backend.no_truncation()
+        _check_texts(list(texts) + list(pairs or []))
+        truncation = None if max_length is None else self._truncation(max_length, stride, strategy)
+        inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        return self._encode(inputs, add_special_tokens, truncation)
 
     def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int,
                        stride: int) -> list[list[Encoding]]:
@@ -142,94 +241,151 @@ class Tokenizer:
         encodings = self.encode_batch(texts, pairs, max_length=max_length, strategy="only_second", stride=stride)
         return [[e, *e.overflowing] for e in encodings]
 
-    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None,
-                 padding: bool | str = True, truncation: bool = True, max_length: int | None = None,
-                 return_tensors: str | None = "pt", add_special_tokens: bool = True,
-                 return_offsets_mapping: bool = False) -> BatchEncoding:
-        """Encode one text or a batch, like transformers' tokenizers.
+    def _truncation(self, max_length: int, stride: int, strategy: str) -> dict[str, Any]:
+        return {"max_length": max_length, "stride": stride, "strategy": strategy, "direction": self.truncation_side}
 
-        padding: True / "longest" pads to the longest in the batch, "max_length" to `max_length`.
-        truncation: cut to `max_length`, or to the model's limit when `max_length` is None.
+    # ---------------------------------------------------------------- encoding (transformers' call)
+    def __call__(self, text: str | Sequence[str] | Sequence[Sequence[str]],
+                 text_pair: str | Sequence[str] | Sequence[Sequence[str]] | None = None,
+                 add_special_tokens: bool = True, padding: bool | str = False, truncation: bool | str | None = None,
+                 max_length: int | None = None, stride: int = 0, is_split_into_words: bool = False,
+                 pad_to_multiple_of: int | None = None, padding_side: str | None = None,
+                 return_tensors: str | None = None, return_token_type_ids: bool | None = None,
+                 return_attention_mask: bool | None = None, return_overflowing_tokens: bool = False,
+                 return_special_tokens_mask: bool = False, return_offsets_mapping: bool = False,
+                 return_length: bool = False) -> BatchEncoding:
+        """Encode one text (or pair) or a batch, with transformers' defaults: no padding, no
+        truncation, Python lists.
+
+        padding: True / "longest" pads to the longest in the batch, "max_length" to `max_length`
+            (the model's limit when None). truncation: True / "longest_first", "only_first",
+            "only_second"; when None it is on only if `max_length` is given without padding.
+        return_tensors: "pt" (torch), "np" (numpy) or None (lists; one text gives flat lists).
+        return_overflowing_tokens: the tokens truncation cuts off become extra rows, overlapping by
+            `stride`, with `overflow_to_sample_mapping` saying which input each row comes from.
         """
-        single = isinstance(text, str)
-        texts = [text] if single else list(text)
+        batched = _is_batched(text, is_split_into_words)
+        texts = list(text) if batched else [text]
         pairs = None
-        if single and text_pair == "":
-            text_pair = None  # as in transformers: an empty pair for one text means no pair
-        if text_pair is not None:
-            pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+        if text_pair is not None and (batched or text_pair):  # one text with an empty pair: no pair
+            if batched and isinstance(text_pair, str):
+                raise InputError("a batch of texts needs a list of text pairs, not one string")
+            pairs = list(text_pair) if batched else [text_pair]
             if len(pairs) != len(texts):
                 raise InputError(f"{len(texts)} texts but {len(pairs)} text pairs")
-        limit = (max_length or self.model_max_length) if truncation else None
-        encodings = self.encode_batch(texts, pairs, add_special_tokens, limit)
-        ids = [e.ids for e in encodings]
-        target = None
-        if padding == "max_length":
-            if max_length is None:
-                raise InputError("padding='max_length' needs max_length=...")
-            target = max_length
-        elif padding in (True, "longest"):
-            target = max(len(i) for i in ids) if ids else 0
-        elif padding not in (False, "do_not_pad"):
-            raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
-        out = BatchEncoding()
-        rows = {"input_ids": ids, "attention_mask": [e.attention_mask for e in encodings]}
-        if self.returns_token_type_ids:
-            rows["token_type_ids"] = [e.type_ids for e in encodings]
+        _check_texts(texts + (pairs or []), is_split_into_words)
+
+        truncation_setting, padding_setting = self._strategies(padding, truncation, max_length, stride,
+                                                               pad_to_multiple_of, padding_side)
+        inputs = list(zip(texts, pairs)) if pairs is not None else texts
+        encodings = self._encode(inputs, add_special_tokens, truncation_setting, padding_setting, is_split_into_words)
+
+        rows = [[e, *e.overflowing] if return_overflowing_tokens else [e] for e in encodings]
+        flat = [e for group in rows for e in group]
+        with_types = self.returns_token_type_ids if return_token_type_ids is None else return_token_type_ids
+        with_mask = True if return_attention_mask is None else return_attention_mask
+        fields: dict[str, Any] = {"input_ids": [e.ids for e in flat]}
+        if with_types:
+            fields["token_type_ids"] = [e.type_ids for e in flat]
+        if with_mask:
+            fields["attention_mask"] = [e.attention_mask for e in flat]
+        if return_special_tokens_mask:
+            fields["special_tokens_mask"] = [e.special_tokens_mask for e in flat]
         if return_offsets_mapping:
-            rows["offset_mapping"] = [e.offsets for e in encodings]
-        for key, values in rows.items():
-            fill = {"input_ids": self.pad_token_id, "offset_mapping": (0, 0)}.get(key, 0)
-            if target is not None:
-                values = [v + [fill] * (target - len(v)) for v in values]
-            out[key] = values
-        if return_tensors == "pt":
-            lengths = {len(v) for v in out["input_ids"]}
-            if len(lengths) > 1:
-                raise InputError("texts of different lengths cannot form a tensor without padding; pass padding=True")
-            out = BatchEncoding({k: torch.tensor(v, dtype=torch.long) for k, v in out.items()})
-        elif return_tensors is not None:
-            raise InputError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        elif single:
-            out = BatchEncoding({k: v[0] for k, v in out.items()})
-        return out
+            fields["offset_mapping"] = [e.offsets for e in flat]
+        if return_length:
+            fields["length"] = [len(e.ids) for e in flat]
+        if return_overflowing_tokens:
+            fields["overflow_to_sample_mapping"] = [n for n, group in enumerate(rows) for _ in group]
+        if return_tensors is not None:
+            return BatchEncoding(_as_tensors(fields, return_tensors), flat)
+        if not batched and not return_overflowing_tokens:  # one input: its rows unwrapped (not `length`)
+            fields = {k: v[0] if v and isinstance(v[0], list) else v for k, v in fields.items()}
+        return BatchEncoding(fields, flat)
+
+    def _strategies(self, padding: bool | str, truncation: bool | str | None, max_length: int | None, stride: int,
+                    pad_to_multiple_of: int | None, padding_side: str | None
+                    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Backend truncation and padding settings from transformers' arguments, with its rules."""
+        if padding not in _PADDING:
+            raise InputError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+        if truncation not in _TRUNCATION:
+            raise InputError("truncation must be True, False, None, 'longest_first', 'only_first', 'only_second' or "
+                             f"'do_not_truncate', got {truncation!r}")
+        pad, cut = _PADDING[padding], _TRUNCATION[truncation]
+        if max_length is not None and padding is False and truncation is None:
+            cut = "longest_first"
+        if max_length is None and (pad == "max_length" or cut is not None):
+            if self.model_max_length is None:
+                pad = None if pad == "max_length" else pad
+                cut = None
+            else:
+                max_length = self.model_max_length
+        if pad is not None and self.pad_token_id is None:
+            raise InputError("this tokenizer has no padding token, so it cannot pad; pass padding=False")
+        if cut is not None and pad is not None and pad_to_multiple_of and max_length % pad_to_multiple_of:
+            raise InputError(f"truncating to max_length={max_length} cannot give a multiple of "
+                             f"pad_to_multiple_of={pad_to_multiple_of}")
+        truncation_setting = None if cut is None else self._truncation(max_length, stride, cut)
+        padding_setting = None if pad is None else {
+            "direction": _side(padding_side or self.padding_side, "padding_side"), "pad_id": self.pad_token_id,
+            "pad_type_id": self.pad_token_type_id, "pad_token": self.pad_token,
+            "length": max_length if pad == "max_length" else None, "pad_to_multiple_of": pad_to_multiple_of}
+        return truncation_setting, padding_setting
 
     def pad_ids(self, ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]] | None = None
                 ) -> dict[str, torch.Tensor]:
         """Right-pad already encoded rows into (B, T) tensors: input_ids, attention_mask, and
         token_type_ids when `type_ids` are given and this tokenizer returns them."""
         width = max(len(row) for row in ids)
+        pad = self.pad_token_id if self.pad_token_id is not None else 0  # masked out either way
         batch = {
-            "input_ids": torch.tensor([list(row) + [self.pad_token_id] * (width - len(row)) for row in ids]),
+            "input_ids": torch.tensor([list(row) + [pad] * (width - len(row)) for row in ids]),
             "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids]),
         }
         if type_ids is not None and self.returns_token_type_ids:
             batch["token_type_ids"] = torch.tensor([list(row) + [0] * (width - len(row)) for row in type_ids])
         return batch
 
-    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
-        pairs = None if text_pair is None else [text_pair]
-        return self.encode_batch([text], pairs, add_special_tokens)[0].ids
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True,
+               **kwargs: Any) -> list[int]:
+        """The ids of one text (or pair); the other keyword arguments are those of a call."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
 
-    def tokenize(self, text: str) -> list[str]:
-        return self.encode_batch([text], add_special_tokens=False)[0].tokens
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        inputs = [text] if pair is None else [(text, pair)]
+        _check_texts([text] + ([] if pair is None else [pair]))
+        return self._encode(inputs, add_special_tokens)[0].tokens
 
     # ---------------------------------------------------------------- decoding
-    def decode(self, ids: Iterable[int] | torch.Tensor, skip_special_tokens: bool = False) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        text = self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
-        return _clean_up(text) if self.clean_up_tokenization_spaces else text
+    def decode(self, token_ids: int | Iterable[int] | torch.Tensor, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.tolist()
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        text = self.backend.decode([int(i) for i in token_ids], skip_special_tokens=skip_special_tokens)
+        clean = clean_up_tokenization_spaces
+        return _clean_up(text) if (self.clean_up_tokenization_spaces if clean is None else clean) else text
 
-    def convert_ids_to_tokens(self, ids: int | Iterable[int]) -> str | list[str]:
+    def batch_decode(self, sequences: Iterable[Iterable[int]] | torch.Tensor, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        if isinstance(sequences, torch.Tensor):
+            sequences = sequences.tolist()
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+
+    def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
         if isinstance(ids, int):
             return self.backend.id_to_token(ids)
-        return [self.backend.id_to_token(int(i)) for i in ids]
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self.backend.id_to_token(int(i)) for i in ids if int(i) not in skip]
 
     def convert_tokens_to_ids(self, tokens: str | Iterable[str]) -> int | None | list[int | None]:
+        """Ids of tokens; a token not in the vocabulary gives the unknown token's id (None without one)."""
         if isinstance(tokens, str):
-            return self.backend.token_to_id(tokens)
-        return [self.backend.token_to_id(t) for t in tokens]
+            found = self.backend.token_to_id(tokens)
+            return self.unk_token_id if found is None else found
+        return [self.convert_tokens_to_ids(t) for t in tokens]  # type: ignore[misc]
 
     def normalize_mask_spelling(self, text: str) -> str:
         """Replace `[MASK]` / `<mask>` with this model's own mask token."""
@@ -247,7 +403,8 @@ class Tokenizer:
         from .checkpoints.files import save_folder, write_json
 
         config = {**self.special_tokens, "model_max_length": self.model_max_length,
-                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
+                  "padding_side": self.padding_side, "truncation_side": self.truncation_side}
         if not self.returns_token_type_ids:
             config["model_input_names"] = ["input_ids", "attention_mask"]
         save_folder(directory, {
@@ -258,6 +415,54 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "Tokenizer":
         return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+
+
+def _side(value: str, name: str) -> str:
+    if value not in ("right", "left"):
+        raise InputError(f"{name} must be 'right' or 'left', got {value!r}")
+    return value
+
+
+def _is_batched(text: Any, is_split_into_words: bool) -> bool:
+    if isinstance(text, str):
+        return False
+    if not isinstance(text, (list, tuple)):
+        raise InputError(f"text must be a string or a list of strings, got {type(text).__name__}")
+    if is_split_into_words:
+        return bool(text) and isinstance(text[0], (list, tuple))
+    return True
+
+
+def _check_texts(texts: Sequence[Any], is_split_into_words: bool = False) -> None:
+    for n, text in enumerate(texts):
+        if is_split_into_words:
+            if not isinstance(text, (list, tuple)) or not all(isinstance(w, str) for w in text):
+                raise InputError(f"input {n} is not a list of words (strings), as is_split_into_words=True needs")
+        elif not isinstance(text, str):
+            raise InputError(f"text {n} is a {type(text).__name__}, not a string")
+
+
+def _as_tensors(fields: dict[str, Any], kind: str) -> dict[str, Any]:
+    """torch tensors ("pt": rows must have one length), or numpy arrays ("np": rows of different
+    lengths give an object array of arrays, as in transformers)."""
+    if kind not in ("pt", "np"):
+        raise InputError(f"return_tensors must be 'pt', 'np' or None, got {kind!r}")
+    ragged = len({len(row) for row in fields["input_ids"]}) > 1
+    if kind == "pt":
+        if ragged:
+            raise InputError("texts of different lengths cannot form a tensor without padding; pass padding=True "
+                             "(or padding='max_length')")
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in fields.items()}
+    import numpy as np
+
+    def array(rows: list[Any]) -> Any:
+        if rows and isinstance(rows[0], (list, tuple)) and len({len(r) for r in rows}) > 1:
+            out = np.empty(len(rows), dtype=object)
+            out[:] = [np.asarray(r, dtype=np.int64) for r in rows]
+            return out
+        return np.asarray(rows, dtype=np.int64)
+
+    return {k: array(v) for k, v in fields.items()}
 
 
 def _clean_up(text: str) -> str:
@@ -354,7 +559,12 @@ class AutoTokenizer:
         raise TypeError("AutoTokenizer is a factory: use AutoTokenizer.from_pretrained(...)")
 
     @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> Tokenizer:
+    def from_pretrained(name_or_path: str | os.PathLike, use_fast: bool = True, padding_side: str | None = None,
+                        truncation_side: str | None = None, model_max_length: int | None = None,
+                        **kwargs: Any) -> Tokenizer:
+        """use_fast is accepted for transformers' callers: there is one implementation, on the
+        `tokenizers` library, whose ids equal both of transformers' tokenizers. padding_side,
+        truncation_side and model_max_length override the checkpoint's settings."""
         hub, rest = split_hub_kwargs(kwargs)
         if rest:
             raise TypeError(f"AutoTokenizer.from_pretrained() got unexpected arguments: {', '.join(rest)}")
@@ -395,7 +605,7 @@ class AutoTokenizer:
                 backend = _byte_level_bpe(vocab_json, merges, options, specials)
             tokens = specials.tokens
 
-        max_length = options.get("model_max_length")
+        max_length = model_max_length or options.get("model_max_length")
         if not isinstance(max_length, int) or max_length >= _UNSET_MAX_LENGTH:
             max_length = model_config.get("max_position_embeddings")
         if "model_input_names" in options:
@@ -405,7 +615,8 @@ class AutoTokenizer:
                             or model_type == "distilbert")
         return Tokenizer(backend, tokens, max_length, type_ids,
                          clean_up_tokenization_spaces=bool(options.get("clean_up_tokenization_spaces", False)),
-                         byte_level=byte_level)
+                         byte_level=byte_level, padding_side=padding_side or options.get("padding_side", "right"),
+                         truncation_side=truncation_side or options.get("truncation_side", "right"))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",

@@ -25,7 +25,7 @@ def main() -> None:
     # The model itself: logits only at the mask positions. The tokenizer reads text literally,
     # so map [MASK] / <mask> to this model's own mask token first (the pipeline does this itself).
     tok, model = fill.tokenizer, fill.model
-    batch = tok([tok.normalize_mask_spelling("Plants create [MASK] through photosynthesis.")])
+    batch = tok([tok.normalize_mask_spelling("Plants create [MASK] through photosynthesis.")], return_tensors="pt")
     positions = batch["input_ids"] == tok.mask_token_id
     logits = model(**batch, positions=positions).logits  # (number of masks, vocabulary)
     print(tok.convert_ids_to_tokens(logits.topk(3).indices[0].tolist()))

@@ -142,12 +142,12 @@ def test_default_parts_on_real_weights():
     generate = InfillingGenerator(filler, tokenizer, seed=0)
     text = "The battery dies within hours and the screen flickers."
     neighbours = generate(text, 3)
-    original = tokenizer(text)["input_ids"][0]
+    original = tokenizer(text, return_tensors="pt")["input_ids"][0]
     assert len(neighbours) == 3 and len(set(neighbours)) == 3
     same_length = 0
     for neighbour in neighbours:
         assert neighbour != tokenizer.decode(original, skip_special_tokens=True)
-        ids = tokenizer(neighbour)["input_ids"][0]
+        ids = tokenizer(neighbour, return_tensors="pt")["input_ids"][0]
         if len(ids) == len(original):  # usually a few in-place substitutions (~15% of 11 tokens)
             assert 1 <= int((ids != original).sum()) <= 4
             same_length += 1

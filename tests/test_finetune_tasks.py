@@ -203,7 +203,8 @@ def test_finetune_task_writes_a_folder_transformers_loads(tmp_path):
     theirs = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "ner")
     assert set(theirs.config.id2label.values()) >= {"O", "B-PER", "I-PER", "B-LOC"}
     ours = cb.AutoModelForTokenClassification.from_pretrained(tmp_path / "ner")
-    batch = cb.AutoTokenizer.from_pretrained(tmp_path / "ner")(["Ada Lovelace lived in London ."])
+    batch = cb.AutoTokenizer.from_pretrained(tmp_path / "ner")(["Ada Lovelace lived in London ."],
+                                                               return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, rtol=1e-5, atol=1e-5)
 
@@ -213,7 +214,8 @@ def test_finetune_task_writes_a_folder_transformers_loads(tmp_path):
     assert set(metrics) >= {"eval_exact_match", "eval_f1", "best_epoch"}
     theirs = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")
     ours = cb.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")
-    batch = cb.AutoTokenizer.from_pretrained(tmp_path / "qa")("Who wrote it?", "Ada wrote it in London.")
+    batch = cb.AutoTokenizer.from_pretrained(tmp_path / "qa")("Who wrote it?", "Ada wrote it in London.",
+                                                              return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch).start_logits, theirs(**batch).start_logits, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown task 'ner'; choose from"):
@@ -226,8 +228,8 @@ def test_multiple_choice_data_and_collate(wordpiece, tmp_path):
     assert not {e.context for e in train} & {e.context for e in dev}
     batch = choice_collate(wordpiece)(train[:4])
     assert batch["input_ids"].shape[:2] == (4, 3) and batch["labels"].tolist() == [e.label for e in train[:4]]
-    pair = wordpiece(train[1].context, train[1].choices[2])["input_ids"][0]  # row (1, 2) is that pair, padded
-    assert batch["input_ids"][1, 2, : len(pair)].tolist() == pair.tolist()
+    pair = wordpiece(train[1].context, train[1].choices[2])["input_ids"]  # row (1, 2) is that pair, padded
+    assert batch["input_ids"][1, 2, : len(pair)].tolist() == pair
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"context": "a", "choices": ["x", "y"], "label": 2}\n')
     with pytest.raises(ValueError, match="record 1: label 2 is not the index of one of the 2 choices"):

@@ -83,7 +83,7 @@ def test_sentence_embeddings_equal_reference_recipe(embedder):
 
 def test_token_vectors_and_cls(embedder):
     tokens = embedder(SENTENCES[:2], pooling=None)
-    lengths = [len(ids) for ids in embedder.tokenizer(SENTENCES[:2], return_tensors=None, padding=False)["input_ids"]]
+    lengths = [len(ids) for ids in embedder.tokenizer(SENTENCES[:2])["input_ids"]]
     assert [t.shape for t in tokens] == [(n, 384) for n in lengths]
     cls = embedder(SENTENCES[:2], pooling="cls")
     assert torch.allclose(cls, torch.stack([t[0] for t in tokens]), atol=1e-6)

@@ -120,7 +120,7 @@ class TextCorpus:
 
     def statistics(self, tokenizer: Any, max_length: int) -> tuple[int, torch.Tensor]:
         """(number of lines, token counts per vocabulary id), in one streaming pass."""
-        lines, counts = 0, torch.zeros(tokenizer.vocab_size, dtype=torch.long)
+        lines, counts = 0, torch.zeros(len(tokenizer), dtype=torch.long)
         for batch in chunks(iter(self), 256):
             lines += len(batch)
             for encoding in tokenizer.encode_batch(batch, max_length=max_length):
@@ -176,8 +176,8 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
     if config.alpha_cos and widths[0] != widths[1]:
         raise ValueError(f"the cosine term compares hidden states, but the teacher is {widths[0]} wide and the "
                          f"student {widths[1]}; set alpha_cos=0 or use a student of the teacher's width")
-    if tokenizer.vocab_size > teacher.config.vocab_size:
-        raise ValueError(f"the tokenizer's {tokenizer.vocab_size} tokens do not fit the models' vocabulary of "
+    if len(tokenizer) > teacher.config.vocab_size:
+        raise ValueError(f"the tokenizer's {len(tokenizer)} tokens do not fit the models' vocabulary of "
                          f"{teacher.config.vocab_size}")
     dist = _Distributed()
     torch.manual_seed(config.seed)

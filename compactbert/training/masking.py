@@ -66,11 +66,11 @@ def mlm_collate(tokenizer: Any, probability: float = 0.15, seed: int = 0, max_le
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token; masked-LM training needs one")
     generator = torch.Generator().manual_seed(seed)
-    weights = weights if weights is not None else token_weights(torch.ones(tokenizer.vocab_size), None,
+    weights = weights if weights is not None else token_weights(torch.ones(len(tokenizer)), None,
                                                                 sorted(tokenizer.all_special_ids))
 
     def collate(lines: list[str]) -> dict[str, torch.Tensor]:
-        batch = dict(tokenizer(list(lines), max_length=max_length))
+        batch = dict(tokenizer(list(lines), padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
         batch["input_ids"], batch["labels"] = mask_tokens(batch["input_ids"], batch["attention_mask"], weights,
                                                           tokenizer.mask_token_id, len(weights), generator,
                                                           probability)
@@ -84,9 +84,9 @@ def _seeded_masks(tokenizer: Any, texts: Sequence[str], seed: int, probability: 
                   max_length: int) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
     """Batches with every picked token replaced by the mask token, and their labels (same for a seed)."""
     generator = torch.Generator().manual_seed(seed)
-    weights = token_weights(torch.ones(tokenizer.vocab_size), None, sorted(tokenizer.all_special_ids))
+    weights = token_weights(torch.ones(len(tokenizer)), None, sorted(tokenizer.all_special_ids))
     for chunk in chunks(iter(texts), 32):
-        batch = dict(tokenizer(chunk, max_length=max_length))
+        batch = dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
         _, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], weights, tokenizer.mask_token_id,
                                 len(weights), generator, probability)
         batch["input_ids"] = torch.where(labels != -100, tokenizer.mask_token_id, batch["input_ids"])

@@ -54,7 +54,8 @@ def choice_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[l
     def collate(examples: list[ChoiceExample]) -> dict[str, torch.Tensor]:
         contexts = [e.context for e in examples for _ in e.choices]
         endings = [c for e in examples for c in e.choices]
-        batch = tokenizer(contexts, endings, max_length=max_length)
+        batch = tokenizer(contexts, endings, padding=True, truncation=True, max_length=max_length,
+                          return_tensors="pt")
         shape = (len(examples), len(examples[0].choices), -1)
         out = {name: value.view(shape) for name, value in batch.items()}
         out["labels"] = torch.tensor([e.label for e in examples])

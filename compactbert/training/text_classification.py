@@ -25,7 +25,8 @@ def classification_collate(tokenizer: Any, max_length: int | None = None) -> Cal
 
     def collate(examples: list[TextExample]) -> dict[str, torch.Tensor]:
         pairs = [e.text_pair for e in examples]
-        batch = tokenizer([e.text for e in examples], None if pairs[0] is None else pairs, max_length=max_length)
+        batch = tokenizer([e.text for e in examples], None if pairs[0] is None else pairs, padding=True,
+                          truncation=True, max_length=max_length, return_tensors="pt")
         batch["labels"] = torch.tensor([e.label for e in examples])
         return dict(batch)
 
