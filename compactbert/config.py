@@ -103,6 +103,15 @@ class BaseConfig:
         """Number of task labels (2 when the config names none, as in transformers)."""
         return len(self.id2label) if self.id2label else 2
 
+    @num_labels.setter
+    def num_labels(self, count: int) -> None:
+        """Setting a new count names the labels LABEL_0.. as transformers does (same count: kept)."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"num_labels must be a positive integer, got {count!r}")
+        if self.id2label is None or len(self.id2label) != count:
+            self.id2label = {i: f"LABEL_{i}" for i in range(count)}
+            self.label2id = {name: i for i, name in self.id2label.items()}
+
     def label_name(self, index: int) -> str:
         """The name of label `index`: from id2label, else LABEL_{index} as in transformers."""
         return self.id2label[index] if self.id2label else f"LABEL_{index}"
@@ -325,6 +334,12 @@ class MobileBertConfig(BaseConfig):
         return super().from_dict(data)  # type: ignore[return-value]
 
 
+def _alias(name: str) -> property:
+    """A second name for the field `name`, read and written through."""
+    return property(lambda self: getattr(self, name), lambda self, value: setattr(self, name, value),
+                    doc=f"the same as `{name}`")
+
+
 @dataclass
 class DistilBertConfig(BaseConfig):
     """DistilBERT: six BERT-width layers, no token types, no pooler."""
@@ -343,6 +358,12 @@ class DistilBertConfig(BaseConfig):
     sentence_head: ClassVar[str] = "pre_classifier"
     has_next_sentence: ClassVar[bool] = False
     layers_field: ClassVar[str] = "n_layers"
+
+    # transformers' names for the geometry, as in its DistilBertConfig.attribute_map
+    hidden_size = _alias("dim")
+    num_hidden_layers = _alias("n_layers")
+    num_attention_heads = _alias("n_heads")
+    intermediate_size = _alias("hidden_dim")
 
     def head_dropout(self, task: str) -> float:
         return {"question_answering": self.qa_dropout, "token_classification": self.dropout}.get(

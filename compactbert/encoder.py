@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -9,6 +11,13 @@ from .config import EncoderSpec
 from .errors import InputError
 from .kernels import norm_estimate
 from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
+
+
+@dataclass
+class EncoderRun:
+    last_hidden_state: torch.Tensor  # (B, T, H), or (Q, H) with `select`
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class Encoder(nn.Module):
@@ -28,17 +37,35 @@ class Encoder(nn.Module):
                 token_type_ids: torch.Tensor | None = None, select: torch.Tensor | None = None) -> torch.Tensor:
         """Last hidden state (B, T, H); with `select` (a (B, T) bool mask), only the selected
         tokens, (Q, H) in row-major order, and the last layer computes nothing else."""
+        return self.run(input_ids, attention_mask, token_type_ids, select).last_hidden_state
+
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+            token_type_ids: torch.Tensor | None = None, select: torch.Tensor | None = None,
+            hidden_states: bool = False, attentions: bool = False) -> "EncoderRun":
+        """`forward`, and on request what transformers' output_hidden_states / output_attentions
+        return: the embeddings output and every layer's output, (B, T, H) each (zeros at padding),
+        and every layer's attention probabilities, (B, heads, T, T)."""
         attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
         if select is not None and (select.dtype != torch.bool or select.shape != input_ids.shape):
             raise InputError(f"positions must be a bool mask of shape {tuple(input_ids.shape)}, "
                              f"got {select.dtype} {tuple(select.shape)}")
+        if select is not None and (hidden_states or attentions):
+            raise InputError("output_hidden_states and output_attentions cover every token; they cannot be "
+                             "combined with positions=")
         x = self.embeddings(input_ids, token_type_ids, attention_mask)  # (B, T, H)
         layout = TokenLayout(attention_mask, tuple(input_ids.shape), x.dtype, x.device, select)
+        if attentions:
+            layout.attentions = []
+        states = [x] if hidden_states else None
         x = layout.pack(x)  # (N, H) real tokens
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             x = layer(x, layout, queries_only=select is not None and i == last)
-        return x if select is not None else layout.pad(x)
+            if states is not None:
+                states.append(layout.pad(x))
+        out = x if select is not None else (states[-1] if states is not None else layout.pad(x))
+        return EncoderRun(out, None if states is None else tuple(states),
+                          None if layout.attentions is None else tuple(layout.attentions))
 
     def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                      token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -104,6 +104,7 @@ class TokenLayout:
                 ~keep[:, None, None, :], torch.finfo(dtype).min)
         self.query_index = self.query_rows = self.query_slots = None
         self.query_width = 0
+        self.attentions: list[torch.Tensor] | None = None  # set to [] to record attention probabilities
         if select is not None:
             rows, cols = select.nonzero(as_tuple=True)
             counts = select.sum(dim=1)
@@ -202,10 +203,16 @@ class SelfAttention(nn.Module):
             q = padded
         else:
             q = layout.pad(q)
-        ctx = F.scaled_dot_product_attention(
-            self._heads(q), k, v, attn_mask=layout.mask, dropout_p=self.dropout if self.training else 0.0,
-            scale=self.head_dim ** -0.5,
-        ).transpose(1, 2)  # (B, Tq, H, D)
+        if layout.attentions is not None:  # output_attentions: the probabilities themselves
+            scores = torch.matmul(self._heads(q), k.transpose(-1, -2)) * self.head_dim ** -0.5
+            probs = (scores if layout.mask is None else scores + layout.mask).softmax(dim=-1)  # (B, H, Tq, T)
+            layout.attentions.append(probs)
+            ctx = torch.matmul(F.dropout(probs, self.dropout, self.training), v).transpose(1, 2)
+        else:
+            ctx = F.scaled_dot_product_attention(
+                self._heads(q), k, v, attn_mask=layout.mask, dropout_p=self.dropout if self.training else 0.0,
+                scale=self.head_dim ** -0.5,
+            ).transpose(1, 2)  # (B, Tq, H, D)
         ctx = ctx.reshape(ctx.shape[0], ctx.shape[1], -1)  # (B, Tq, W)
         if queries_only:
             ctx = ctx[layout.query_rows, layout.query_slots]  # (Q, W)

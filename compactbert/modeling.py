@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,10 +19,11 @@ from .checkpoints import KEY_TABLES, LoadReport, hub_to_internal, internal_to_hu
 from .checkpoints.convert import decoder_is_tied
 from .checkpoints.files import save_folder, write_json, write_safetensors
 from .config import AutoConfig, BaseConfig
-from .encoder import Encoder, init_module
+from .encoder import Encoder, EncoderRun, init_module
 from .errors import ConfigError
 from .heads import MaskedLMHead, Pooler
 from .kernels import dequantize_int8, is_int8, quantize_int8, release_caches
+from .outputs import EncoderOutput, MaskedLMOutput, ModelOutput
 from .hub import known_checkpoint, split_hub_kwargs
 
 logger = logging.getLogger(__name__)
@@ -31,19 +31,6 @@ logger = logging.getLogger(__name__)
 QUANTIZE_KEY = "compactbert_quantize"
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass
-class EncoderOutput:
-    last_hidden_state: torch.Tensor  # (B, T, H)
-    pooler_output: torch.Tensor | None = None  # (B, H); None for families without a pooler
-
-
-@dataclass
-class MaskedLMOutput:
-    logits: torch.Tensor  # (B, T, V), or (N, V) when `positions` selected N tokens
-    loss: torch.Tensor | None = None  # mean cross-entropy over labels != -100
-    last_hidden_state: torch.Tensor | None = None  # (B, T, H), or (N, H) at `positions`
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, file_dtype: torch.dtype | None = None) -> torch.dtype:
@@ -203,6 +190,18 @@ class PreTrainedModel(nn.Module):
             release_caches(self)
         return super().train(mode)
 
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, select: torch.Tensor | None = None) -> EncoderRun:
+        return self.encoder.run(input_ids, attention_mask, token_type_ids, select,
+                                hidden_states=bool(output_hidden_states), attentions=bool(output_attentions))
+
+    @staticmethod
+    def _output(output: ModelOutput, run: EncoderRun, return_dict: bool | None) -> Any:
+        """The output with the encoder's recorded states; a tuple when return_dict=False."""
+        output.hidden_states, output.attentions = run.hidden_states, run.attentions  # type: ignore[attr-defined]
+        return output.to_tuple() if return_dict is False else output
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -264,10 +263,12 @@ class EncoderModel(PreTrainedModel):
         self.pooler = Pooler(config.encoder_spec().hidden_size, kind) if kind else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> EncoderOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        hidden = run.last_hidden_state
         pooled = self.pooler(hidden) if self.pooler is not None else None
-        return EncoderOutput(last_hidden_state=hidden, pooler_output=pooled)
+        return self._output(EncoderOutput(last_hidden_state=hidden, pooler_output=pooled), run, return_dict)
 
 
 class ForMaskedLM(PreTrainedModel):
@@ -299,12 +300,15 @@ class ForMaskedLM(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> MaskedLMOutput:
+                positions: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> MaskedLMOutput:
         """Logits for every token, or only at `positions` (a (B, T) bool mask) -> (N, V).
 
         With `labels` (B, T), the loss is the mean cross-entropy over labels != -100.
         """
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids, select=positions)
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           select=positions)
+        hidden = run.last_hidden_state
         logits = self.mlm(hidden)
         loss = None
         if labels is not None:
@@ -313,7 +317,7 @@ class ForMaskedLM(PreTrainedModel):
                                  f"got {tuple(labels.shape)}")
             targets = labels[positions] if positions is not None else labels.reshape(-1)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=-100)
-        return MaskedLMOutput(logits=logits, loss=loss, last_hidden_state=hidden)
+        return self._output(MaskedLMOutput(loss=loss, logits=logits, last_hidden_state=hidden), run, return_dict)
 
 
 class _Auto:

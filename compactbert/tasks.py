@@ -5,8 +5,6 @@ next-sentence prediction and pretraining. Each family's differences come from it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,26 +14,7 @@ from .errors import ConfigError, InputError
 from .heads import Pooler
 from .kernels import Linear
 from .modeling import ForMaskedLM, PreTrainedModel, _Auto
-
-
-@dataclass
-class ClassifierOutput:
-    logits: torch.Tensor  # (B, labels), (B, T, labels) for tokens, (B, choices) for multiple choice
-    loss: torch.Tensor | None = None
-
-
-@dataclass
-class QuestionAnsweringOutput:
-    start_logits: torch.Tensor  # (B, T)
-    end_logits: torch.Tensor  # (B, T)
-    loss: torch.Tensor | None = None  # mean of the start and end cross-entropies
-
-
-@dataclass
-class PreTrainingOutput:
-    prediction_logits: torch.Tensor  # (B, T, V)
-    seq_relationship_logits: torch.Tensor  # (B, 2)
-    loss: torch.Tensor | None = None  # masked-LM loss + next-sentence loss
+from .outputs import ClassifierOutput, PreTrainingOutput, QuestionAnsweringOutput
 
 
 class _SentenceModel(PreTrainedModel):
@@ -48,9 +27,8 @@ class _SentenceModel(PreTrainedModel):
         self.pre_classifier = Linear(hidden, hidden) if config.sentence_head == "pre_classifier" else None
         self.dropout = nn.Dropout(config.head_dropout(self.task))
 
-    def sentence_vectors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                         token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+    def sentence_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, H) from the last hidden state (B, T, H)."""
         if self.pre_classifier is not None:
             return self.dropout(F.relu(self.pre_classifier(hidden[:, 0])))
         return self.dropout(self.pooler(hidden))  # type: ignore[misc]
@@ -66,9 +44,13 @@ class ForSequenceClassification(_SentenceModel):
         self.classifier = Linear(config.encoder_spec().hidden_size, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
-        logits = self.classifier(self.sentence_vectors(input_ids, attention_mask, token_type_ids))  # (B, L)
-        return ClassifierOutput(logits, None if labels is None else self._loss(logits, labels))
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        logits = self.classifier(self.sentence_vectors(run.last_hidden_state))  # (B, L)
+        loss = None if labels is None else self._loss(logits, labels)
+        return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         n = self.config.num_labels
@@ -96,12 +78,15 @@ class ForTokenClassification(PreTrainedModel):
         self.classifier = Linear(config.encoder_spec().hidden_size, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
-        logits = self.classifier(self.dropout(self.encoder(input_ids, attention_mask, token_type_ids)))  # (B, T, L)
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        logits = self.classifier(self.dropout(run.last_hidden_state))  # (B, T, L)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)
-        return ClassifierOutput(logits, loss)
+        return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
 
 class ForQuestionAnswering(PreTrainedModel):
@@ -120,8 +105,10 @@ class ForQuestionAnswering(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
-                end_positions: torch.Tensor | None = None) -> QuestionAnsweringOutput:
-        hidden = self.dropout(self.encoder(input_ids, attention_mask, token_type_ids))
+                end_positions: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> QuestionAnsweringOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        hidden = self.dropout(run.last_hidden_state)
         logits = self.qa_outputs(hidden)  # (B, T, 2)
         if attention_mask is not None:  # an answer never starts or ends in padding
             logits = logits.masked_fill((attention_mask == 0)[..., None], torch.finfo(logits.dtype).min)
@@ -132,7 +119,8 @@ class ForQuestionAnswering(PreTrainedModel):
             s = F.cross_entropy(start.float(), start_positions.clamp(0, ignored), ignore_index=ignored)
             e = F.cross_entropy(end.float(), end_positions.clamp(0, ignored), ignore_index=ignored)
             loss = (s + e) / 2
-        return QuestionAnsweringOutput(start.contiguous(), end.contiguous(), loss)
+        output = QuestionAnsweringOutput(loss=loss, start_logits=start.contiguous(), end_logits=end.contiguous())
+        return self._output(output, run, return_dict)
 
 
 class ForMultipleChoice(_SentenceModel):
@@ -145,7 +133,10 @@ class ForMultipleChoice(_SentenceModel):
         self.classifier = Linear(config.encoder_spec().hidden_size, 1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
+        """Hidden states and attentions, when asked for, cover the (B * choices) flattened rows."""
         if input_ids.dim() != 3:
             raise InputError(f"multiple choice takes input_ids of shape (batch, choices, length), "
                              f"got {tuple(input_ids.shape)}")
@@ -154,9 +145,11 @@ class ForMultipleChoice(_SentenceModel):
         def flat(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x.reshape(b * c, t)
 
-        vectors = self.sentence_vectors(flat(input_ids), flat(attention_mask), flat(token_type_ids))
-        logits = self.classifier(vectors).view(b, c)
-        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels))
+        run = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), output_hidden_states,
+                           output_attentions)
+        logits = self.classifier(self.sentence_vectors(run.last_hidden_state)).view(b, c)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
 
 def _check_next_sentence(config: BaseConfig, task: str) -> None:
@@ -182,9 +175,13 @@ class ForNextSentencePrediction(PreTrainedModel):
         _add_next_sentence_head(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ClassifierOutput:
-        logits = self.nsp(self.pooler(self.encoder(input_ids, attention_mask, token_type_ids)))
-        return ClassifierOutput(logits, None if labels is None else F.cross_entropy(logits.float(), labels.view(-1)))
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        logits = self.nsp(self.pooler(run.last_hidden_state))
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
+        return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
 
 class ForPreTraining(ForMaskedLM):
@@ -199,15 +196,18 @@ class ForPreTraining(ForMaskedLM):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,  # type: ignore[override]
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                next_sentence_label: torch.Tensor | None = None) -> PreTrainingOutput:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+                next_sentence_label: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None) -> PreTrainingOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        hidden = run.last_hidden_state
         logits = self.mlm(hidden)
         relationship = self.nsp(self.pooler(hidden))
         loss = None
         if labels is not None and next_sentence_label is not None:
             mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)
             loss = mlm + F.cross_entropy(relationship.float(), next_sentence_label.view(-1))
-        return PreTrainingOutput(logits, relationship, loss)
+        output = PreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=relationship)
+        return self._output(output, run, return_dict)
 
 
 class AutoModelForSequenceClassification(_Auto):

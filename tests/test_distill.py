@@ -192,7 +192,7 @@ def test_end_to_end_distillation_raises_agreement(tmp_path, minilm_mlm_folder):
     ours = cb.AutoModelForMaskedLM.from_pretrained(out)
     theirs = transformers.AutoModelForMaskedLM.from_pretrained(out)
     assert theirs.config.num_hidden_layers == 3
-    batch = cb.AutoTokenizer.from_pretrained(out)(["Plants release [MASK] into the air."])
+    batch = cb.AutoTokenizer.from_pretrained(out)(["Plants release [MASK] into the air."], return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, rtol=1e-4, atol=1e-4)
     assert mlm_agreement(ours, teacher, tokenizer, held_out) == pytest.approx(metrics["agreement_after"])
