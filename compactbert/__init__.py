@@ -15,7 +15,8 @@ from .tasks import (
     ClassifierOutput, ForMultipleChoice, ForNextSentencePrediction, ForPreTraining, ForQuestionAnswering,
     ForSequenceClassification, ForTokenClassification, PreTrainingOutput, QuestionAnsweringOutput,
 )
-from .tokenization import AutoTokenizer, BatchEncoding, Tokenizer
+from .tokenization import BatchEncoding, Tokenizer
+from .tokenizer_files import AutoTokenizer
 from .modeling import (
     AutoModel, AutoModelForMaskedLM, EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel,
 )

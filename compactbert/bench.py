@@ -221,7 +221,7 @@ class _FillMask:
 def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_transformers: bool,
                  memory: bool, tiny: bool = False) -> dict[str, Any]:
     from .modeling import AutoModel
-    from .tokenization import AutoTokenizer
+    from .tokenizer_files import AutoTokenizer
 
     folder = build_checkpoint(family, workdir / (family + ("-tiny" if tiny else "")), tiny)
     config = AutoModel.from_pretrained(folder).config

@@ -328,7 +328,7 @@ def _agora(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from .checkpoints.files import locate_weights
     from .hub import find_file, offline_mode, resolve_file
-    from .tokenization import TOKENIZER_FILES
+    from .tokenizer_files import TOKENIZER_FILES
 
     if offline_mode():
         raise CompactBertError(f"HF_HUB_OFFLINE is set, so nothing can be downloaded; run this command with it unset "

@@ -233,7 +233,7 @@ def _encode(tokenizer: Any, texts: list[str], lengths: list[int]) -> tuple[torch
 
 def bench_speed(family: str, workdir: Path, peers: Peers, repeats: int, tiny: bool = False) -> dict[str, Any]:
     from .bench import _alternate, build_checkpoint
-    from .tokenization import AutoTokenizer
+    from .tokenizer_files import AutoTokenizer
 
     folder = build_checkpoint(family, workdir / (family + ("-tiny" if tiny else "")), tiny)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -328,7 +328,7 @@ def _classifier(minilm: Path, workdir: Path) -> Path:
 
 
 def bench_meaning(workdir: Path, peers: Peers) -> dict[str, dict[str, float]]:
-    from .tokenization import AutoTokenizer
+    from .tokenizer_files import AutoTokenizer
 
     quality: dict[str, dict[str, float]] = {}
     minilm = _minilm()

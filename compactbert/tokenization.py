@@ -1,33 +1,19 @@
-"""Tokenizers on the `tokenizers` library: WordPiece (DistilBERT, MobileBERT) and byte-level BPE (BORT).
-
-`AutoTokenizer.from_pretrained` reads `tokenizer.json` when the checkpoint has one (its settings
-win), else builds the tokenizer from `vocab.txt` or `vocab.json` + `merges.txt` with the options in
-`tokenizer_config.json`, exactly as the reference tokenizers do, so ids are identical.
-"""
+"""The tokenizer call with transformers' conventions, on a `tokenizers` backend: WordPiece
+(DistilBERT, MobileBERT) or byte-level BPE (BORT). Building one from checkpoint files is
+`tokenizer_files.AutoTokenizer`."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
-from tokenizers import AddedToken, Encoding, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Encoding
 from tokenizers import Tokenizer as Backend
-from tokenizers.models import BPE, WordPiece
 
 from .errors import CheckpointError, InputError
-from .hub import find_file, split_hub_kwargs
 
-_UNSET_MAX_LENGTH = 10**20  # transformers writes int(1e30) when a checkpoint sets no limit
-
-_WORDPIECE_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                       "mask_token": "[MASK]"}
-_BPE_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                 "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
 # Spellings of the mask token users type; each is mapped to the model's own mask token.
 MASK_SPELLINGS = ("[MASK]", "<mask>")
 
@@ -88,17 +74,16 @@ class BatchEncoding(dict):
         return self._encoding(batch_index).token_to_chars(token)
 
 
-@dataclass
-class _Specials:
-    tokens: dict[str, str]
-    mask_lstrip: bool
-
-
-SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 _PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
 _TRUNCATION = {None: None, False: None, "do_not_truncate": None, True: "longest_first",
                "longest_first": "longest_first", "only_first": "only_first", "only_second": "only_second"}
 _CONFIGURED_LIMIT = 16  # backends kept per tokenizer, one per truncation and padding setting in use
+
+
+def _special(name: str) -> tuple[property, property]:
+    """The `<name>` and `<name>_id` properties of a special token (None when the tokenizer has none)."""
+    return (property(lambda self: self.special_tokens.get(name), doc=f"the {name}, or None"),
+            property(lambda self: self._special_id(name), doc=f"the id of the {name}, or None"))
 
 
 class Tokenizer:
@@ -137,20 +122,13 @@ class Tokenizer:
         token = self.special_tokens.get(name)
         return None if token is None else self.backend.token_to_id(token)
 
-    mask_token = property(lambda self: self.special_tokens.get("mask_token"))
-    mask_token_id = property(lambda self: self._special_id("mask_token"))
-    unk_token = property(lambda self: self.special_tokens.get("unk_token"))
-    unk_token_id = property(lambda self: self._special_id("unk_token"))
-    pad_token = property(lambda self: self.special_tokens.get("pad_token"))
-    pad_token_id = property(lambda self: self._special_id("pad_token"))
-    cls_token = property(lambda self: self.special_tokens.get("cls_token"))
-    cls_token_id = property(lambda self: self._special_id("cls_token"))
-    sep_token = property(lambda self: self.special_tokens.get("sep_token"))
-    sep_token_id = property(lambda self: self._special_id("sep_token"))
-    bos_token = property(lambda self: self.special_tokens.get("bos_token"))
-    bos_token_id = property(lambda self: self._special_id("bos_token"))
-    eos_token = property(lambda self: self.special_tokens.get("eos_token"))
-    eos_token_id = property(lambda self: self._special_id("eos_token"))
+    mask_token, mask_token_id = _special("mask_token")
+    unk_token, unk_token_id = _special("unk_token")
+    pad_token, pad_token_id = _special("pad_token")
+    cls_token, cls_token_id = _special("cls_token")
+    sep_token, sep_token_id = _special("sep_token")
+    bos_token, bos_token_id = _special("bos_token")
+    eos_token, eos_token_id = _special("eos_token")
     pad_token_type_id = 0
 
     @property
@@ -211,6 +189,10 @@ class Tokenizer:
             return backend.encode_batch(inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized)
         except Exception as exc:  # the backend reports pair truncation that cannot fit, etc.
             raise InputError(f"could not encode the input: {exc}") from exc
+        except BaseException as exc:  # a Rust panic (pyo3's PanicException), e.g. a stride too long for max_length
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise InputError(f"could not encode the input with these settings: {exc}") from None
 
     # ---------------------------------------------------------------- encoding (internal callers)
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
@@ -414,6 +396,8 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "Tokenizer":
+        from .tokenizer_files import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
 
 
@@ -470,154 +454,3 @@ def _clean_up(text: str) -> str:
                           (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
         text = text.replace(before, after)
     return text
-
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _special_tokens(defaults: dict[str, str], *sources: dict[str, Any]) -> _Specials:
-    tokens = dict(defaults)
-    mask_lstrip = defaults is _BPE_SPECIALS
-    for source in sources:
-        for name in defaults:
-            value = source.get(name)
-            if isinstance(value, dict):
-                if name == "mask_token" and "lstrip" in value:
-                    mask_lstrip = bool(value["lstrip"])
-                value = value.get("content")
-            if isinstance(value, str):
-                tokens[name] = value
-    return _Specials(tokens, mask_lstrip)
-
-
-def _wordpiece(vocab_path: Path, options: dict[str, Any], specials: dict[str, str]) -> Backend:
-    vocab: dict[str, int] = {}
-    with open(vocab_path, encoding="utf-8") as fh:
-        for index, line in enumerate(fh):
-            vocab.setdefault(line.rstrip("\n"), index)
-    backend = Backend(WordPiece(vocab, unk_token=specials["unk_token"], max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=options.get("tokenize_chinese_chars", True),
-        strip_accents=options.get("strip_accents"), lowercase=options.get("do_lower_case", True))
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix="##")
-    cls_token, sep_token = specials["cls_token"], specials["sep_token"]
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials.values()])
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{cls_token}:0 $A:0 {sep_token}:0",
-        pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
-        special_tokens=[(cls_token, backend.token_to_id(cls_token) or 0),
-                        (sep_token, backend.token_to_id(sep_token) or 0)],
-    )
-    return backend
-
-
-def _byte_level_bpe(vocab_path: Path, merges_path: Path, options: dict[str, Any], specials: _Specials) -> Backend:
-    try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{vocab_path} is not valid JSON ({exc})") from exc
-    merges = []
-    for line in merges_path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#version") or not line.strip():
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2:
-            raise CheckpointError(f"{merges_path} has a malformed merge line: {line!r}")
-        merges.append((parts[0], parts[1]))
-    add_prefix_space = bool(options.get("add_prefix_space", False))
-    trim_offsets = bool(options.get("trim_offsets", True))
-    backend = Backend(BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="",
-                          fuse_unk=False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
-    backend.decoder = decoders.ByteLevel()
-    tokens = specials.tokens
-    added = []
-    for name, token in tokens.items():
-        lstrip = specials.mask_lstrip and name == "mask_token"
-        added.append(AddedToken(token, special=True, normalized=False, lstrip=lstrip))
-    backend.add_special_tokens(added)
-    backend.post_processor = processors.RobertaProcessing(
-        (tokens["sep_token"], backend.token_to_id(tokens["sep_token"])),
-        (tokens["cls_token"], backend.token_to_id(tokens["cls_token"])),
-        trim_offsets=trim_offsets, add_prefix_space=add_prefix_space,
-    )
-    return backend
-
-
-class AutoTokenizer:
-    """Builds a `Tokenizer` from a checkpoint folder or Hub repository."""
-
-    def __init__(self) -> None:
-        raise TypeError("AutoTokenizer is a factory: use AutoTokenizer.from_pretrained(...)")
-
-    @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, use_fast: bool = True, padding_side: str | None = None,
-                        truncation_side: str | None = None, model_max_length: int | None = None,
-                        **kwargs: Any) -> Tokenizer:
-        """use_fast is accepted for transformers' callers: there is one implementation, on the
-        `tokenizers` library, whose ids equal both of transformers' tokenizers. padding_side,
-        truncation_side and model_max_length override the checkpoint's settings."""
-        hub, rest = split_hub_kwargs(kwargs)
-        if rest:
-            raise TypeError(f"AutoTokenizer.from_pretrained() got unexpected arguments: {', '.join(rest)}")
-
-        def find(filename: str) -> Path | None:
-            return find_file(name_or_path, filename, **hub)
-
-        options = _read_json(find("tokenizer_config.json"))
-        model_config = _read_json(find("config.json"))
-        options = {**_read_json(find("special_tokens_map.json")), **options}
-        tokenizer_class = str(options.get("tokenizer_class") or model_config.get("tokenizer_class") or "")
-        model_type = model_config.get("model_type", "")
-
-        tokenizer_json = find("tokenizer.json")
-        if tokenizer_json is not None:
-            try:
-                backend = Backend.from_file(str(tokenizer_json))
-            except Exception as exc:
-                raise CheckpointError(f"{tokenizer_json} is not a readable tokenizer file ({exc})") from exc
-            byte_level = isinstance(backend.model, BPE)
-            defaults = _BPE_SPECIALS if byte_level else _WORDPIECE_SPECIALS
-            specials = _special_tokens(defaults, options)
-            tokens = {k: v for k, v in specials.tokens.items() if backend.token_to_id(v) is not None}
-        else:
-            vocab_txt = find("vocab.txt")
-            if vocab_txt is not None:
-                byte_level = False
-                specials = _special_tokens(_WORDPIECE_SPECIALS, options)
-                backend = _wordpiece(vocab_txt, options, specials.tokens)
-            else:
-                vocab_json, merges = find("vocab.json"), find("merges.txt")
-                if vocab_json is None or merges is None:
-                    raise CheckpointError(
-                        f"no tokenizer files in {name_or_path}: expected tokenizer.json, vocab.txt, "
-                        "or vocab.json with merges.txt")
-                byte_level = True
-                specials = _special_tokens(_BPE_SPECIALS, options)
-                backend = _byte_level_bpe(vocab_json, merges, options, specials)
-            tokens = specials.tokens
-
-        max_length = model_max_length or options.get("model_max_length")
-        if not isinstance(max_length, int) or max_length >= _UNSET_MAX_LENGTH:
-            max_length = model_config.get("max_position_embeddings")
-        if "model_input_names" in options:
-            type_ids = "token_type_ids" in options["model_input_names"]
-        else:
-            type_ids = not (byte_level or "Roberta" in tokenizer_class or "DistilBert" in tokenizer_class
-                            or model_type == "distilbert")
-        return Tokenizer(backend, tokens, max_length, type_ids,
-                         clean_up_tokenization_spaces=bool(options.get("clean_up_tokenization_spaces", False)),
-                         byte_level=byte_level, padding_side=padding_side or options.get("padding_side", "right"),
-                         truncation_side=truncation_side or options.get("truncation_side", "right"))
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt")

@@ -136,6 +136,29 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
     return write(folder, BPE_CORPUS * 20, vocab_size)
 
 
+def tokenizer_folders(root: Path) -> dict[str, Path]:
+    """Tokenizer folders of every kind: the real MiniLM folder, WordPiece from tokenizer.json, from
+    vocab.txt, cased from vocab.txt, and a byte-level BPE as amazon/bort ships one (model_max_length 512)."""
+    import json
+
+    made = {"minilm": minilm_folder()}
+    for name, kwargs in {"wordpiece-json": {}, "wordpiece-vocab": {"with_json": False},
+                         "wordpiece-cased": {"with_json": False, "lowercase": False}}.items():
+        folder = root / name
+        folder.mkdir()
+        write_wordpiece_tokenizer(folder, **kwargs)
+        made[name] = folder
+    bpe = root / "bpe"
+    bpe.mkdir()
+    size = write_bpe_tokenizer(bpe)
+    (bpe / "config.json").write_text(json.dumps({"model_type": "bert", "tokenizer_class": "RobertaTokenizer",
+                                                 "vocab_size": size, "max_position_embeddings": 512}))
+    (bpe / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512,
+                                                           "tokenizer_class": "RobertaTokenizer"}))
+    made["bpe"] = bpe
+    return made
+
+
 def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **changes) -> Path:
     """A perturbed tiny model of `family` (masked-LM by default) with a real tokenizer, in Hub layout.
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compactbert as cb
-from conftest import minilm_folder, transformers, write_bpe_tokenizer, write_wordpiece_tokenizer
+from conftest import tokenizer_folders, transformers, write_wordpiece_tokenizer
 
 AWKWARD = [
     "", " ", "Hello World!", "Ünïcödé café naïve résumé", "中文字符和日本語のテキスト", "emoji 🤖🎉👍🏽 flags 🇫🇷",
@@ -21,30 +21,11 @@ AWKWARD = [
 ]
 
 
-def _folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tokenizers")
-    made = {}
-    for name, kwargs in {"wordpiece-json": {}, "wordpiece-vocab": {"with_json": False},
-                         "wordpiece-cased": {"with_json": False, "lowercase": False}}.items():
-        folder = root / name
-        folder.mkdir()
-        write_wordpiece_tokenizer(folder, **kwargs)
-        made[name] = folder
-    bpe = root / "bpe"
-    bpe.mkdir()
-    size = write_bpe_tokenizer(bpe)
-    (bpe / "config.json").write_text(json.dumps({"model_type": "bert", "tokenizer_class": "RobertaTokenizer",
-                                                 "vocab_size": size, "max_position_embeddings": 512}))
-    made["bpe"] = bpe
-    made["minilm"] = minilm_folder()
-    return made
-
-
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     """name -> (ours, theirs) tokenizers built from the same files."""
     return {name: (cb.AutoTokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder))
-            for name, folder in _folders(tmp_path_factory).items()}
+            for name, folder in tokenizer_folders(tmp_path_factory.mktemp("tokenizers")).items()}
 
 
 NAMES = ["minilm", "wordpiece-json", "wordpiece-vocab", "wordpiece-cased", "bpe"]

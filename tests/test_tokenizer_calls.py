@@ -8,7 +8,6 @@ tokenizer and pipeline shared by 16 threads.
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import zlib
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import minilm_folder, tokenized_checkpoint, transformers, write_bpe_tokenizer, write_wordpiece_tokenizer
+from conftest import tokenized_checkpoint, tokenizer_folders, transformers
 
 WORDS = ["the", "fox", "Jumps", "over", "lazy", "dogs", "naïve", "café", "🤖", "中文", "don't", "1,234.56",
          "supercalifragilistic", "[MASK]", "<mask>", "photosynthesis", "Ünïcödé", "e-mail", "x" * 30, "a"]
@@ -28,21 +27,7 @@ COMBINATIONS = 120  # per tokenizer kind
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tokenizer-calls")
-    made = {"wordpiece-json": minilm_folder()}
-    for name, kwargs in {"wordpiece-vocab": {"with_json": False},
-                         "wordpiece-cased": {"with_json": False, "lowercase": False}}.items():
-        folder = root / name
-        folder.mkdir()
-        write_wordpiece_tokenizer(folder, **kwargs)
-        made[name] = folder
-    bpe = root / "bpe"
-    bpe.mkdir()
-    write_bpe_tokenizer(bpe)
-    (bpe / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512,
-                                                           "tokenizer_class": "RobertaTokenizer"}))
-    made["bpe"] = bpe
-    return made
+    return tokenizer_folders(tmp_path_factory.mktemp("tokenizer-calls"))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +88,7 @@ def _call(tokenizer, args, options):
         return None, exc
 
 
-@pytest.mark.parametrize("name", ["wordpiece-json", "wordpiece-vocab", "wordpiece-cased", "bpe"])
+@pytest.mark.parametrize("name", ["minilm", "wordpiece-vocab", "wordpiece-cased", "bpe"])
 def test_random_calls_equal_transformers(pairs, name):
     ours, theirs = pairs[name]
     rng = random.Random(zlib.crc32(name.encode()))
@@ -132,7 +117,7 @@ def test_random_calls_equal_transformers(pairs, name):
     assert compared > COMBINATIONS * 0.6 and refused > 0  # both kinds of outcome were exercised
 
 
-@pytest.mark.parametrize("name", ["wordpiece-json", "bpe"])
+@pytest.mark.parametrize("name", ["minilm", "bpe"])
 def test_batch_encoding_helpers(pairs, name):
     ours, theirs = pairs[name]
     text = "The naïve fox jumps over dogs."
@@ -147,7 +132,7 @@ def test_batch_encoding_helpers(pairs, name):
     assert moved.input_ids.device.type == "cpu" and moved.encodings is not None
 
 
-@pytest.mark.parametrize("name", ["wordpiece-json", "wordpiece-cased", "bpe"])
+@pytest.mark.parametrize("name", ["minilm", "wordpiece-cased", "bpe"])
 def test_attributes_and_methods(pairs, name):
     ours, theirs = pairs[name]
     for attribute in ("cls_token", "cls_token_id", "sep_token", "sep_token_id", "pad_token", "pad_token_id",
@@ -184,7 +169,7 @@ def test_add_tokens(folders):
 
 
 def test_from_pretrained_accepts_transformers_arguments(folders):
-    tok = cb.AutoTokenizer.from_pretrained(folders["wordpiece-json"], use_fast=True, padding_side="left",
+    tok = cb.AutoTokenizer.from_pretrained(folders["minilm"], use_fast=True, padding_side="left",
                                            model_max_length=32)
     assert tok.padding_side == "left" and tok.model_max_length == 32
     out = tok(["short", "a much longer text than that"], padding=True)
@@ -193,7 +178,7 @@ def test_from_pretrained_accepts_transformers_arguments(folders):
 
 
 def test_no_padding_token_cannot_pad(folders, tmp_path):
-    tok = cb.AutoTokenizer.from_pretrained(folders["wordpiece-json"])
+    tok = cb.AutoTokenizer.from_pretrained(folders["minilm"])
     tok.special_tokens.pop("pad_token")
     assert tok.pad_token_id is None
     with pytest.raises(cb.InputError, match="no padding token"):
@@ -203,7 +188,7 @@ def test_no_padding_token_cannot_pad(folders, tmp_path):
 def test_shared_tokenizer_and_pipeline_across_16_threads(pairs, tmp_path):
     """No per-call reconfiguration of a shared backend: 16 threads with different truncation and
     padding settings get exactly the serial answers, and a fill-mask pipeline too."""
-    ours, _ = pairs["wordpiece-json"]
+    ours, _ = pairs["minilm"]
     rng = random.Random(7)
     jobs = [_draw(rng) for _ in range(160)]
     serial = [_call(ours, args, options) for args, options in jobs]

@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..hub import split_hub_kwargs
 from ..modeling import EncoderModel, ForMaskedLM, PreTrainedModel
 from ..tasks import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
-from ..tokenization import MASK_SPELLINGS, AutoTokenizer, Tokenizer
+from ..tokenization import MASK_SPELLINGS, Tokenizer
+from ..tokenizer_files import AutoTokenizer
 from .base import Pipeline
 from .classification import FeatureExtractionPipeline, TextClassificationPipeline
 from .fill_mask import FillMaskPipeline

@@ -300,7 +300,7 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
     `filler`. Saves the best model with its tokenizer and agora_report.json in `output_dir`."""
     from ..modeling import ForMaskedLM
     from ..tasks import AutoModelForSequenceClassification
-    from ..tokenization import AutoTokenizer
+    from ..tokenizer_files import AutoTokenizer
     from .text_classification import label_mapping, read_csv_examples
 
     hub = hub or {}

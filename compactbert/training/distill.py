@@ -251,7 +251,7 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
     tokenizer and metrics.json in `config.output_dir`. With `validation` (a text file), the
     student's masked-LM agreement with the teacher is measured before and after."""
     from ..modeling import ForMaskedLM
-    from ..tokenization import AutoTokenizer
+    from ..tokenizer_files import AutoTokenizer
     from .masking import mlm_agreement
 
     if config.output_dir is None:

@@ -55,7 +55,7 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
                   hub: dict[str, Any] | None = None) -> tuple[TrainingResult, dict[str, Any]]:
     """Fine-tune `model` (name or folder) for `task` on files (or `datasets` names); save the best
     epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json."""
-    from ..tokenization import AutoTokenizer
+    from ..tokenizer_files import AutoTokenizer
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
