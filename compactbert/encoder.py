@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import EncoderSpec
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .kernels import norm_estimate
 from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
 
@@ -18,6 +18,19 @@ class EncoderRun:
     last_hidden_state: torch.Tensor  # (B, T, H), or (Q, H) with `select`
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# Attention kernels, as transformers names them: "sdpa" (torch's fused kernel, the default) and
+# "eager" (explicit matmul and softmax, as the reference implementations compute it).
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def check_attn_implementation(name: str) -> str:
+    """`name` if it is an attention kernel compactbert has; a ConfigError listing them otherwise."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"attn_implementation={name!r} is not available; choose "
+                          f"{' or '.join(repr(a) for a in ATTN_IMPLEMENTATIONS)}")
+    return name
 
 
 class Encoder(nn.Module):
@@ -30,6 +43,7 @@ class Encoder(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self.spec = spec
+        self.attn_implementation = "sdpa"  # one of ATTN_IMPLEMENTATIONS
         self.embeddings = Embeddings(spec)
         self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(spec.num_layers))
 
@@ -54,6 +68,7 @@ class Encoder(nn.Module):
                              "combined with positions=")
         x = self.embeddings(input_ids, token_type_ids, attention_mask)  # (B, T, H)
         layout = TokenLayout(attention_mask, tuple(input_ids.shape), x.dtype, x.device, select)
+        layout.eager = self.attn_implementation == "eager"
         if attentions:
             layout.attentions = []
         states = [x] if hidden_states else None
@@ -137,28 +152,27 @@ class Encoder(nn.Module):
                 feeding = layer.bottleneck_out.norm
         return out
 
-    def init_weights(self) -> None:
-        """Fresh initialisation: normal(0, initializer_range) matrices, identity norms, zero padding row."""
-        std = self.spec.initializer_range
-        for module in self.modules():
-            init_module(module, std)
+    def after_init(self, fresh: set[str]) -> None:
+        """Fix-ups once parameters named in `fresh` (encoder-relative) were drawn by `init_parameter`:
+        the padding row of the word embeddings is zero; a sinusoidal position table is computed."""
         with torch.no_grad():
-            self.embeddings.word.weight[self.spec.pad_token_id].zero_()
-            if self.spec.sinusoidal_positions:
+            if "embeddings.word.weight" in fresh:
+                self.embeddings.word.weight[self.spec.pad_token_id].zero_()
+            if self.spec.sinusoidal_positions and "embeddings.position.weight" in fresh:
                 self.embeddings.position.weight.copy_(
                     sinusoidal_table(self.spec.max_positions, self.spec.hidden_size))
 
 
-def init_module(module: nn.Module, std: float) -> None:
-    """Initialise one module's own parameters (not its children's)."""
+def init_parameter(module: nn.Module, name: str, param: torch.Tensor, std: float) -> None:
+    """Initialise one parameter in place, as transformers initialises these models: norms are
+    identities, biases zero, every matrix and embedding normal(0, std)."""
     with torch.no_grad():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.normal_(0.0, std)
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-        elif isinstance(module, (nn.LayerNorm, NoNorm)):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
+        if isinstance(module, (nn.LayerNorm, NoNorm)) and name == "weight":
+            param.fill_(1.0)
+        elif name == "bias":
+            param.zero_()
+        else:
+            param.normal_(0.0, std)
 
 
 def _check_range(ids: torch.Tensor, limit: int, name: str, what: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import CheckpointError, UnknownModelError
 
-HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder")
 # Seconds to wait for the Hub to answer before treating it as unreachable. huggingface_hub itself
 # retries a failed metadata request five times with backoff (about 25 s) when the file is not
 # cached; one short probe per endpoint and process replaces that wait with a clear error.
@@ -156,8 +156,12 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, **hub_kwargs: A
     return found
 
 
-def find_file(name_or_path: str | os.PathLike, filename: str, **hub_kwargs: Any) -> Path | None:
-    """Like `resolve_file`, but None when the file does not exist in the checkpoint."""
+def find_file(name_or_path: str | os.PathLike, filename: str, subfolder: str | None = None,
+              **hub_kwargs: Any) -> Path | None:
+    """Like `resolve_file`, but None when the file does not exist in the checkpoint (or in its
+    `subfolder`, as transformers' argument names a folder inside a repository)."""
+    if subfolder:
+        filename = f"{subfolder.strip('/')}/{filename}"
     folder = local_folder(name_or_path)
     if folder is not None:
         path = folder / filename
@@ -277,3 +281,58 @@ def _cached_anything(repo_id: str, cache_dir: str | os.PathLike | None, revision
     from huggingface_hub import try_to_load_from_cache
 
     return try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision) is not None
+
+
+# Keyword arguments of save_pretrained(push_to_hub=True) and push_to_hub, as transformers names them.
+PUSH_OPTIONS = ("repo_id", "token", "private", "commit_message", "create_pr", "revision")
+
+
+def check_push_options(push_to_hub: bool, options: dict[str, Any], caller: str) -> None:
+    """A TypeError for keyword arguments save_pretrained does not take, or push options without a push."""
+    unknown = sorted(set(options) - set(PUSH_OPTIONS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected arguments: {', '.join(unknown)}")
+    if options and not push_to_hub:
+        raise TypeError(f"{', '.join(sorted(options))} apply with push_to_hub=True")
+
+
+class PushToHubMixin:
+    """`push_to_hub(repo_id)` for anything with `save_pretrained(directory, **save_options)`."""
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> str:
+        """Save to a temporary folder and upload it to the Hub repository `repo_id` (created if
+        needed). Push options: token, private, commit_message, create_pr, revision; the others go to
+        save_pretrained (e.g. max_shard_size). Returns the commit's URL."""
+        import tempfile
+
+        push = {k: options.pop(k) for k in PUSH_OPTIONS if k in options}
+        with tempfile.TemporaryDirectory(prefix="compactbert-push-") as folder:
+            self.save_pretrained(folder, **options)  # type: ignore[attr-defined]
+            return push_folder(folder, repo_id=repo_id, **push)
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str | None = None, token: str | bool | None = None,
+                private: bool | None = None, commit_message: str | None = None, create_pr: bool = False,
+                revision: str | None = None) -> str:
+    """Upload every file of `folder` to the Hub repository `repo_id` (default: the folder's name),
+    creating the repository if needed, through huggingface_hub (its endpoint, token and retries);
+    returns the commit's URL. Files the repository already holds unchanged are not sent again."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo_id = repo_id or Path(folder).resolve().name
+    saved = f"the folder {folder} is saved; push it later with save_pretrained(..., push_to_hub=True)"
+    if offline_mode():
+        raise CheckpointError(f"cannot push to {repo_id!r}: HF_HUB_OFFLINE=1 is set (unset it to upload); {saved}")
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise CheckpointError(f"cannot push to {repo_id!r}: the Hub at {constants.ENDPOINT} cannot be reached "
+                              f"({unreachable}); {saved}")
+    api = HfApi(token=token, library_name="compactbert")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision, create_pr=create_pr,
+                                   commit_message=commit_message or "Upload with compactbert")
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"pushing to {repo_id!r} failed: {exc}; {saved}") from exc
+    return str(commit)

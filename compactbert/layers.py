@@ -105,6 +105,7 @@ class TokenLayout:
         self.query_index = self.query_rows = self.query_slots = None
         self.query_width = 0
         self.attentions: list[torch.Tensor] | None = None  # set to [] to record attention probabilities
+        self.eager = False  # attention as explicit matmul + softmax instead of scaled_dot_product_attention
         if select is not None:
             rows, cols = select.nonzero(as_tuple=True)
             counts = select.sum(dim=1)
@@ -203,10 +204,11 @@ class SelfAttention(nn.Module):
             q = padded
         else:
             q = layout.pad(q)
-        if layout.attentions is not None:  # output_attentions: the probabilities themselves
+        if layout.eager or layout.attentions is not None:  # the probabilities themselves
             scores = torch.matmul(self._heads(q), k.transpose(-1, -2)) * self.head_dim ** -0.5
             probs = (scores if layout.mask is None else scores + layout.mask).softmax(dim=-1)  # (B, H, Tq, T)
-            layout.attentions.append(probs)
+            if layout.attentions is not None:
+                layout.attentions.append(probs)
             ctx = torch.matmul(F.dropout(probs, self.dropout, self.training), v).transpose(1, 2)
         else:
             ctx = F.scaled_dot_product_attention(

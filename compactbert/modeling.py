@@ -17,14 +17,15 @@ from torch import nn
 
 from .checkpoints import KEY_TABLES, LoadReport, hub_to_internal, internal_to_hub, place_weights, read_weights
 from .checkpoints.convert import decoder_is_tied
-from .checkpoints.files import save_folder, write_json, write_safetensors
+from .checkpoints.files import save_folder, stale_weight_files, weight_writers, write_json
 from .config import AutoConfig, BaseConfig
-from .encoder import Encoder, EncoderRun, init_module
+from .devices import device_from_map, resolve_device
+from .encoder import Encoder, EncoderRun, check_attn_implementation, init_parameter
 from .errors import ConfigError
 from .heads import MaskedLMHead, Pooler
 from .kernels import dequantize_int8, is_int8, quantize_int8, release_caches
 from .outputs import EncoderOutput, MaskedLMOutput, ModelOutput
-from .hub import known_checkpoint, split_hub_kwargs
+from .hub import PushToHubMixin, check_push_options, known_checkpoint, push_folder, split_hub_kwargs
 
 logger = logging.getLogger(__name__)
 # config.json field recording the inference mode of a quantized save; transformers ignores it.
@@ -46,7 +47,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, file_dtype: torch.dtype | Non
     return dtype  # type: ignore[return-value]
 
 
-class PreTrainedModel(nn.Module):
+class PreTrainedModel(PushToHubMixin, nn.Module):
     """Base of every compactbert model: config, encoder, weight init, Hub-layout I/O."""
 
     task: ClassVar[str] = ""  # key of KeyTable.hub_classes
@@ -65,19 +66,45 @@ class PreTrainedModel(nn.Module):
 
     def post_init(self) -> None:
         """Initialise all weights, then tie what the config ties."""
-        self.encoder.init_weights()
-        for name, module in self.named_children():
-            if name != "encoder":
-                for sub in module.modules():
-                    init_module(sub, self.config.initializer_range)
-        self._init_head_parameters()
+        self.init_parameters()
         self.tie_weights()
 
-    def _init_head_parameters(self) -> None:
-        """Raw nn.Parameters in heads (not inside a Linear) are initialised by their owner."""
+    def init_parameters(self, names: list[str] | set[str] | None = None) -> None:
+        """Draw parameters afresh (all, or those named), as transformers initialises them: normal(0,
+        initializer_range) matrices and embeddings, zero biases, identity norms, a zero padding row."""
+        std = self.config.initializer_range
+        fresh = set()
+        for owner, module in self.named_modules():
+            for leaf, param in module.named_parameters(recurse=False):
+                name = f"{owner}.{leaf}" if owner else leaf
+                if names is None or name in names:
+                    init_parameter(module, leaf, param, std)
+                    fresh.add(name)
+        self.encoder.after_init({n[len("encoder."):] for n in fresh if n.startswith("encoder.")})
+
+    def _materialize(self, names: list[str], device: torch.device, dtype: torch.dtype) -> None:
+        """Give the parameters `names`, still on the meta device, storage on `device` and fresh values."""
+        for name in names:
+            owner, _, leaf = name.rpartition(".")
+            module = self.get_submodule(owner)
+            shape = getattr(module, leaf).shape
+            setattr(module, leaf, nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+        self.init_parameters(names)
+        self.tie_weights()
 
     def tie_weights(self) -> None:
         """Share tied weights; models without tied weights do nothing."""
+
+    @property
+    def attn_implementation(self) -> str:
+        """"sdpa" (torch's fused attention, the default) or "eager" (explicit matmul and softmax)."""
+        return self.encoder.attn_implementation
+
+    def set_attn_implementation(self, name: str) -> "PreTrainedModel":
+        """Choose the attention kernel by transformers' name: "sdpa" or "eager" (same results within
+        float rounding; eager is what output_attentions computes anyway)."""
+        self.encoder.attn_implementation = check_attn_implementation(name)
+        return self
 
     @property
     def dtype(self) -> torch.dtype:
@@ -88,41 +115,68 @@ class PreTrainedModel(nn.Module):
         return next(self.parameters()).device
 
     @classmethod
-    def from_config(cls, config: BaseConfig, dtype: torch.dtype | str | None = None) -> "PreTrainedModel":
-        """A randomly initialised model."""
+    def from_config(cls, config: BaseConfig, dtype: torch.dtype | str | None = None,
+                    torch_dtype: torch.dtype | str | None = None, device: Any = None,
+                    attn_implementation: str | None = None) -> "PreTrainedModel":
+        """A randomly initialised model (in eval mode: call .train() to train it)."""
+        target = resolve_dtype(_one_dtype(dtype, torch_dtype))
         model = cls(config)
         model.post_init()
         model.eval()
-        return model.to(resolve_dtype(dtype))
+        model.set_attn_implementation(attn_implementation or "sdpa")
+        return model.to(device=resolve_device(device), dtype=target)
 
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None,
-                        config: BaseConfig | None = None, strict: bool = True, quantize: str | None = None,
-                        **kwargs: Any) -> "PreTrainedModel":
+                        config: BaseConfig | None = None, strict: bool = True, quantize: str | None = None, *,
+                        torch_dtype: torch.dtype | str | None = None, device: Any = None, device_map: Any = None,
+                        attn_implementation: str | None = None, output_loading_info: bool = False,
+                        use_safetensors: bool | None = None, low_cpu_mem_usage: bool | None = None,
+                        **kwargs: Any) -> Any:
         """Load a local Hub-layout folder or a Hub repository (id or alias).
 
-        dtype: None -> float32 whatever the file stores; a torch dtype or name; "auto" -> the file's.
+        dtype (or transformers' torch_dtype): None -> float32 whatever the file stores; a torch
+            dtype or name; "auto" -> the file's.
+        device, or a single-device device_map: "cpu", "cuda", "cuda:1", an index, "auto" (CUDA when
+            present), {"": device}. The weights go from the file straight to that device.
+        attn_implementation: "sdpa" (default) or "eager".
         strict: missing encoder weights are an error (True) or randomly initialised (False).
         quantize: "int8" for int8 inference on the CPU (see `quantize`); None -> the mode the
             folder's config records (a quantized save), when loading in float32.
-        Other keyword arguments: Hub options (revision, cache_dir, local_files_only, token) and
-        config fields to override (e.g. num_labels in task heads).
+        output_loading_info: also return transformers' dict of missing_keys, unexpected_keys,
+            mismatched_keys and error_msgs (Hub names).
+        use_safetensors: True -> only safetensors files, False -> only PyTorch .bin files, None ->
+            safetensors when present.
+        low_cpu_mem_usage: accepted for transformers' scripts; every load works that way: the model
+            is built on the meta device and takes the loaded tensors as its parameters (peak memory
+            about one copy of the weights), and only weights the file lacks are initialised.
+        Other keyword arguments: Hub options (revision, cache_dir, local_files_only, token,
+        subfolder, force_download) and config fields to override (e.g. num_labels in task heads).
         """
+        del low_cpu_mem_usage  # the only way compactbert loads
         hub_kwargs, overrides = split_hub_kwargs(kwargs)
+        if device is not None and device_map is not None:
+            raise TypeError("from_pretrained() takes device or device_map, not both")
+        target_device = device_from_map(device_map) if device_map is not None else resolve_device(device)
+        attn_implementation = check_attn_implementation(attn_implementation or "sdpa")
         if config is None:
             config = AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
         config = cls._apply_overrides(config, overrides)
-        state, filename = read_weights(name_or_path, **hub_kwargs)
+        state, filename = read_weights(name_or_path, use_safetensors=use_safetensors, **hub_kwargs)
         file_dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
-        target = resolve_dtype(dtype, file_dtype)
+        target = resolve_dtype(_one_dtype(dtype, torch_dtype), file_dtype)
         _refuse_unsafe_dtype(config, target)
 
-        model = cls(config)
-        model.post_init()
+        with torch.device("meta"):
+            model = cls(config)
+        model.tie_weights()
         report = LoadReport(source=f"{name_or_path}/{filename}")
         internal, origin = hub_to_internal(state, model.key_table, report)
-        place_weights(model, internal, origin, model.key_table, report, strict=strict)
+        state.clear()  # `internal` holds the only references: each tensor is freed once placed
+        place_weights(model, internal, origin, model.key_table, report, strict=strict,
+                      device=target_device, dtype=target)
+        model._materialize(report.new_head, target_device, target)
         if file_dtype is not None and file_dtype != target and file_dtype.is_floating_point:
             report.notes.append(f"weights stored as {file_dtype} were converted to {target}")
         if hasattr(model, "mlm") and not decoder_is_tied(model, model.key_table):
@@ -137,10 +191,20 @@ class PreTrainedModel(nn.Module):
         if entry is not None and entry.untrained_mlm_head and isinstance(model, ForMaskedLM):
             _warn_once(f"{entry.repo_id}: {entry.note}")
         model.eval()
-        model = model.to(target)
+        model.set_attn_implementation(attn_implementation)
         if quantize is None and target == torch.float32:
             quantize = config.extra.get(QUANTIZE_KEY)  # the mode a quantized save recorded
-        return model.quantize(quantize) if quantize else model
+        if quantize:
+            model.quantize(quantize)
+        return (model, model._loading_info()) if output_loading_info else model
+
+    def _loading_info(self) -> dict[str, list]:
+        """transformers' `output_loading_info` dict, from the load report (Hub names)."""
+        report = self.load_report
+        assert report is not None
+        missing = [self.key_table.to_hub(n, with_prefix=self.keeps_prefix)[0][0] for n in report.new_head]
+        return {"missing_keys": missing, "unexpected_keys": report.unexpected + report.unused,
+                "mismatched_keys": [], "error_msgs": []}
 
     @classmethod
     def _apply_overrides(cls, config: BaseConfig, overrides: dict[str, Any]) -> BaseConfig:
@@ -163,13 +227,27 @@ class PreTrainedModel(nn.Module):
         """Weights under the Hub's names, each tied tensor once."""
         return internal_to_hub(self, self.key_table, with_prefix=self.keeps_prefix)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json and model.safetensors in Hub layout, atomically.
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
+                        max_shard_size: int | str = "50GB", push_to_hub: bool = False,
+                        safe_serialization: bool = True, **push_options: Any) -> Path:
+        """Write config.json and the weights (safetensors) in Hub layout, atomically.
 
-        Other files already in `directory` (a tokenizer) are kept; the two written files replace
-        the old ones only after both were fully written.
+        max_shard_size: weights larger than this (bytes, or "500MB", "2GB") are written as
+            model-0000k-of-0000n.safetensors shards with model.safetensors.index.json, as transformers
+            writes them (default "50GB", transformers 5's).
+        is_main_process: False writes nothing (call it on every rank of a distributed run).
+        push_to_hub: then upload the folder through huggingface_hub; push options: repo_id (default:
+            the folder's name), token, private, commit_message, create_pr, revision.
+        Other files already in the folder (a tokenizer) are kept; the written files replace the old
+        ones only after all were fully written, and weight files of an earlier save that the new
+        layout does not use (a single file after shards, or the other way) are removed.
         """
-        tensors = self.hub_state_dict()
+        directory = Path(save_directory)
+        check_push_options(push_to_hub, push_options, "save_pretrained")
+        if not safe_serialization:
+            raise ConfigError("compactbert writes safetensors only: a pickled .bin can run code when it is loaded")
+        if not is_main_process:
+            return directory
         data = self.config.to_dict()
         data["architectures"] = [self.key_table.hub_classes[self.task]]
         data["tie_word_embeddings"] = (decoder_is_tied(self, self.key_table) if hasattr(self, "mlm")
@@ -178,10 +256,12 @@ class PreTrainedModel(nn.Module):
         data.pop(QUANTIZE_KEY, None)
         if self.quantized:
             data[QUANTIZE_KEY] = self.quantized
-        return save_folder(directory, {
-            "model.safetensors": lambda path: write_safetensors(tensors, path),
-            "config.json": lambda path: write_json(data, path),
-        })
+        files = weight_writers(self.hub_state_dict(), max_shard_size)
+        files["config.json"] = lambda path: write_json(data, path)
+        save_folder(directory, files, remove=stale_weight_files(directory, files))
+        if push_to_hub:
+            push_folder(directory, **push_options)
+        return directory
 
     def train(self, mode: bool = True) -> "PreTrainedModel":
         """Training mode drops the packed inference weights (kernels.py); they return on the next
@@ -234,6 +314,13 @@ class PreTrainedModel(nn.Module):
         return self
 
 
+def _one_dtype(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+    """`dtype`, or transformers' older name for it."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise TypeError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
+    return dtype if dtype is not None else torch_dtype
+
+
 def _refuse_unsafe_dtype(config: BaseConfig, dtype: torch.dtype) -> None:
     if config.model_type == "mobilebert" and dtype == torch.float16:
         raise ConfigError(
@@ -281,13 +368,6 @@ class ForMaskedLM(PreTrainedModel):
         spec = config.encoder_spec()
         eps = getattr(config, "layer_norm_eps", 1e-12)
         self.mlm = MaskedLMHead(spec.hidden_size, spec.embedding_size, spec.vocab_size, spec.activation, eps)
-
-    def _init_head_parameters(self) -> None:
-        with torch.no_grad():
-            self.mlm.decoder.normal_(0.0, self.config.initializer_range)
-            if self.mlm.extra is not None:
-                self.mlm.extra.normal_(0.0, self.config.initializer_range)
-            self.mlm.bias.zero_()
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -13,6 +14,7 @@ from tokenizers import AddedToken, Encoding
 from tokenizers import Tokenizer as Backend
 
 from .errors import CheckpointError, InputError
+from .hub import PushToHubMixin, check_push_options, push_folder
 
 # Spellings of the mask token users type; each is mapped to the model's own mask token.
 MASK_SPELLINGS = ("[MASK]", "<mask>")
@@ -86,7 +88,7 @@ def _special(name: str) -> tuple[property, property]:
             property(lambda self: self._special_id(name), doc=f"the id of the {name}, or None"))
 
 
-class Tokenizer:
+class Tokenizer(PushToHubMixin):
     """A `tokenizers.Tokenizer` with the calling conventions of transformers' fast tokenizers.
 
     Safe to share between threads: the shared backend is never reconfigured per call. Each
@@ -380,19 +382,24 @@ class Tokenizer:
         return text
 
     # ---------------------------------------------------------------- saving
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write tokenizer.json and tokenizer_config.json (transformers reads both)."""
+    def save_pretrained(self, directory: str | os.PathLike, push_to_hub: bool = False, **push_options: Any) -> Path:
+        """Write tokenizer.json and tokenizer_config.json (transformers reads both); with
+        push_to_hub=True, then upload the folder (push options as in PreTrainedModel.save_pretrained)."""
         from .checkpoints.files import save_folder, write_json
 
+        check_push_options(push_to_hub, push_options, "save_pretrained")
         config = {**self.special_tokens, "model_max_length": self.model_max_length,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
                   "padding_side": self.padding_side, "truncation_side": self.truncation_side}
         if not self.returns_token_type_ids:
             config["model_input_names"] = ["input_ids", "attention_mask"]
-        save_folder(directory, {
+        saved = save_folder(directory, {
             "tokenizer.json": lambda path: self.backend.save(str(path)),
             "tokenizer_config.json": lambda path: write_json(config, path),
         })
+        if push_to_hub:
+            push_folder(saved, **push_options)
+        return saved
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "Tokenizer":

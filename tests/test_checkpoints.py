@@ -281,22 +281,28 @@ def test_unsupported_dtype(tiny_checkpoint):
 
 # ------------------------------------------------------------------ atomic saves
 
-def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch, tiny_checkpoint):
+@pytest.mark.parametrize("shard_size", ["50GB", "60KB"])
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch, tiny_checkpoint, shard_size):
+    """A save interrupted while writing weights (the second shard, when sharded) changes nothing."""
     model = cb.AutoModelForMaskedLM.from_pretrained(tiny_checkpoint("bert"))
     target = model.save_pretrained(tmp_path / "out")
     (target / "tokenizer.json").write_text("{}")
     before = {p.name: p.read_bytes() for p in target.iterdir()}
+    write = files_module.write_safetensors
+    calls = []
 
     def crash(tensors, path):
-        path.write_bytes(b"partial")
-        raise KeyboardInterrupt
+        calls.append(path.name)
+        if len(calls) == (2 if shard_size == "60KB" else 1):
+            path.write_bytes(b"partial")
+            raise KeyboardInterrupt
+        write(tensors, path)
 
     monkeypatch.setattr(files_module, "write_safetensors", crash)
-    import compactbert.modeling as modeling
-    monkeypatch.setattr(modeling, "write_safetensors", crash)
     other = cb.AutoModelForMaskedLM.from_config(model.config)
     with pytest.raises(KeyboardInterrupt):
-        other.save_pretrained(target)
+        other.save_pretrained(target, max_shard_size=shard_size)
+    assert calls[-1].startswith("model-" if shard_size == "60KB" else "model.safetensors")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.saving")]  # no staging left
     reloaded = cb.AutoModelForMaskedLM.from_pretrained(target)

@@ -103,6 +103,71 @@ print(json.dumps([cfg.model_type, tok.mask_token, model.num_parameters(), type(a
     assert any(cache.rglob("model.safetensors"))
 
 
+def test_subfolder_of_a_hub_repository(hub, tmp_path):
+    """transformers' subfolder=: config, tokenizer and weights come from a folder inside the repo."""
+    folder = tokenized_checkpoint(tmp_path / "repo" / "models" / "small", "mobilebert")
+    hub.add("org/nested", tmp_path / "repo")
+    code = """
+import compactbert as cb, json
+tok = cb.AutoTokenizer.from_pretrained("org/nested", subfolder="models/small")
+model = cb.AutoModelForMaskedLM.from_pretrained("org/nested", subfolder="models/small")
+print(json.dumps([tok.mask_token, model.config.model_type, model.num_parameters()]))
+"""
+    out = run(hub, tmp_path, code=code)
+    assert out.returncode == 0, out.stderr
+    mask, model_type, params = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (mask, model_type) == ("[MASK]", "mobilebert")
+    assert params == cb.AutoModelForMaskedLM.from_pretrained(folder).num_parameters()
+    assert hub.fetched("models/small/model.safetensors") == 1
+
+
+def test_push_to_hub_and_load_back(hub, tmp_path):
+    """save_pretrained(push_to_hub=True), tokenizer too, and model.push_to_hub with shards, through
+    huggingface_hub's upload API; the pushed repositories load back by name, equal to the source."""
+    folder = tokenized_checkpoint(tmp_path / "source", "distilbert")
+    code = f"""
+import compactbert as cb
+model = cb.AutoModelForMaskedLM.from_pretrained({str(folder)!r})
+tok = cb.AutoTokenizer.from_pretrained({str(folder)!r})
+out = {str(tmp_path / "pushed")!r}
+model.save_pretrained(out, push_to_hub=True, repo_id="org/pushed", token="hf_secret", commit_message="first")
+tok.save_pretrained(out, push_to_hub=True, repo_id="org/pushed", token="hf_secret")
+print(model.push_to_hub("org/sharded", max_shard_size="40KB", token="hf_secret"))
+tok.push_to_hub("org/sharded", token="hf_secret")
+"""
+    out = run(hub, tmp_path, code=code)
+    assert out.returncode == 0, out.stderr
+    assert "org/sharded/commit/" in out.stdout
+    assert ("POST", "/api/repos/create") in hub.requests
+    assert set(hub.tokens[i] for i, (method, _) in enumerate(hub.requests) if method == "POST") == {"hf_secret"}
+    pushed = hub.root / "org" / "pushed"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
+        p.name for p in pushed.iterdir()}
+    assert (hub.root / "org" / "sharded" / "model.safetensors.index.json").is_file()
+
+    expected = local_results(folder)
+    for repo in ("org/pushed", "org/sharded"):
+        got = run(hub, tmp_path, "fill-mask", TEXT, "--model", repo, "--json")
+        assert got.returncode == 0, got.stderr
+        same_predictions(got.stdout, expected)
+
+
+def test_push_to_unreachable_hub_keeps_the_saved_folder(tmp_path):
+    folder = tokenized_checkpoint(tmp_path / "source", "bert")
+    code = f"""
+import compactbert as cb
+model = cb.AutoModel.from_pretrained({str(folder)!r})
+try:
+    model.save_pretrained({str(tmp_path / "out")!r}, push_to_hub=True, repo_id="org/x")
+except cb.CheckpointError as exc:
+    print(exc)
+"""
+    out = run("http://127.0.0.1:9", tmp_path, code=code)
+    assert out.returncode == 0, out.stderr
+    assert "cannot push to 'org/x'" in out.stdout and "is saved" in out.stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def test_unknown_repository(hub, tmp_path):
     out = run(hub, tmp_path, "fill-mask", TEXT, "--model", "org/does-not-exist")
     assert out.returncode == 1

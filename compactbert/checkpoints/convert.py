@@ -80,24 +80,31 @@ def hub_to_internal(state: dict[str, torch.Tensor], table: KeyTable,
 
 
 def place_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: dict[str, str],
-                  table: KeyTable, report: LoadReport, strict: bool = True) -> None:
-    """Copy `state` (internal names) into `model`; every tensor is placed, tied, or reported."""
+                  table: KeyTable, report: LoadReport, strict: bool = True,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    """Make the tensors of `state` (internal names) the parameters of `model`, which was built on
+    the meta device; every tensor is placed, tied, or reported.
+
+    Each tensor is moved to `device` and `dtype` (no copy when it is there already) and taken out of
+    `state`, so a load holds about one copy of the weights at any time. Parameters the state lacks
+    stay on the meta device and are listed in `report.new_head`, for the model to initialise.
+    """
     params = dict(model.named_parameters(remove_duplicate=False))
     tied = decoder_is_tied(model, table)
-    if table.decoder in state and table.decoder in params:
-        if tied:
-            word = state.get(table.word_embeddings, params[table.word_embeddings])
-            if state[table.decoder].shape == word.shape and torch.equal(state[table.decoder], word):
-                del state[table.decoder]  # stored twice with equal values: one tensor, tied
-            else:
-                model.untie_decoder()  # type: ignore[operator]
-                params = dict(model.named_parameters(remove_duplicate=False))
-                tied = False
-                report.notes.append(
-                    f"{origin[table.decoder]} differs from the word embeddings: kept untied, as stored "
-                    "(saved back with tie_word_embeddings=false)")
+    if table.decoder in state and table.decoder in params and tied:
+        word = state.get(table.word_embeddings)
+        if word is not None and state[table.decoder].shape == word.shape and torch.equal(state[table.decoder], word):
+            del state[table.decoder]  # stored twice with equal values: one tensor, tied
+        else:
+            model.untie_decoder()  # type: ignore[operator]
+            params = dict(model.named_parameters(remove_duplicate=False))
+            tied = False
+            report.notes.append(
+                f"{origin[table.decoder]} differs from the word embeddings: kept untied, as stored "
+                "(saved back with tie_word_embeddings=false)")
 
-    for name, value in state.items():
+    for name in list(state):
+        value = state.pop(name)
         if name not in params:
             report.unused.append(origin[name])
             continue
@@ -107,9 +114,11 @@ def place_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: dict
                 f"{origin[name]} has shape {tuple(value.shape)} in {report.source}, but this model expects "
                 f"{tuple(target.shape)} (from its config.json); the weights and config do not belong together"
             )
-        with torch.no_grad():
-            target.copy_(value.to(target.dtype))
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, nn.Parameter(value.to(device=device, dtype=dtype)))
         report.loaded.append(name)
+    if tied:
+        model.tie_weights()  # type: ignore[operator]  # the decoder is the placed word embeddings again
 
     loaded = set(report.loaded)
     missing = [n for n in params if n not in loaded and not (tied and n == table.decoder)]

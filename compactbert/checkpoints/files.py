@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import zipfile
@@ -17,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from ..hub import find_file, is_local
 
 # First found wins, as in transformers.
@@ -25,12 +26,15 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-def locate_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[list[Path], str]:
+def locate_weights(name_or_path: str | os.PathLike, use_safetensors: bool | None = None,
+                   **hub_kwargs: Any) -> tuple[list[Path], str]:
     """The weight files of a checkpoint (one file, or every shard of an index) and the name found.
 
-    On the Hub only these files are downloaded.
+    use_safetensors: True -> safetensors files only, False -> PyTorch .bin files only, None -> both,
+    safetensors first. On the Hub only these files are downloaded.
     """
-    for filename in WEIGHT_FILES:
+    names = [f for f in WEIGHT_FILES if use_safetensors is None or ("safetensors" in f) == use_safetensors]
+    for filename in names:
         path = find_file(name_or_path, filename, **hub_kwargs)
         if path is None:
             continue
@@ -38,15 +42,19 @@ def locate_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[
             return _locate_shards(name_or_path, path, **hub_kwargs), filename
         return [path], filename
     where = f"the folder {name_or_path}" if is_local(name_or_path) else repr(str(name_or_path))
+    if hub_kwargs.get("subfolder"):
+        where += f" (subfolder {hub_kwargs['subfolder']!r})"
+    only = "" if use_safetensors is None else f" (use_safetensors={use_safetensors})"
     raise CheckpointError(
-        f"no weights found in {where}: expected one of {', '.join(WEIGHT_FILES)}. "
+        f"no weights found in {where}: expected one of {', '.join(names)}{only}. "
         "Save a model there with save_pretrained, or check the path."
     )
 
 
-def read_weights(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict[str, torch.Tensor], str]:
+def read_weights(name_or_path: str | os.PathLike, use_safetensors: bool | None = None,
+                 **hub_kwargs: Any) -> tuple[dict[str, torch.Tensor], str]:
     """All tensors of a checkpoint and the name of the file (or index) they came from."""
-    paths, filename = locate_weights(name_or_path, **hub_kwargs)
+    paths, filename = locate_weights(name_or_path, use_safetensors, **hub_kwargs)
     state: dict[str, torch.Tensor] = {}
     for path in paths:
         state.update(read_weight_file(path))
@@ -113,13 +121,14 @@ def _locate_shards(name_or_path: str | os.PathLike, index_path: Path, **hub_kwar
 
 # ---------------------------------------------------------------------------------------- writing
 
-def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path], None]]) -> Path:
+def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path], None]],
+                remove: tuple[str, ...] | list[str] = ()) -> Path:
     """Write files into `directory` atomically.
 
     `writers` maps a file name to a function that writes that file at the path it is given. Every
     file is written and flushed in a staging folder first; only then are they moved into place one
-    by one with os.replace (atomic per file). Files already in `directory` that are not rewritten
-    (a tokenizer, a README) are kept.
+    by one with os.replace (atomic per file), and then the files named in `remove` (left over from
+    an earlier save) are deleted. Other files already in `directory` (a tokenizer, a README) are kept.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -135,9 +144,54 @@ def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path]
             return directory
         for filename in writers:
             os.replace(staging / filename, directory / filename)
+        for filename in remove:
+            (directory / filename).unlink(missing_ok=True)
         return directory
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+SHARD_INDEX = "model.safetensors.index.json"
+_SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def weight_writers(tensors: dict[str, torch.Tensor], max_shard_size: int | str) -> dict[str, Callable[[Path], None]]:
+    """Writers of the weight files for `save_folder`: model.safetensors, or shards of at most
+    `max_shard_size` (bytes, or a string such as "500MB") with the index transformers reads.
+
+    huggingface_hub plans the shards (its split is the one transformers uses), so the file names and
+    the index are those transformers writes.
+    """
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    if (isinstance(max_shard_size, bool) or not isinstance(max_shard_size, (int, str))
+            or (isinstance(max_shard_size, int) and max_shard_size <= 0) or str(max_shard_size).strip().startswith("-")):
+        raise ConfigError(f"max_shard_size={max_shard_size!r} is not a positive size; give bytes or a string such as "
+                          "'500MB' or '2GB'")
+    try:
+        split = split_torch_state_dict_into_shards(tensors, max_shard_size=max_shard_size)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"max_shard_size={max_shard_size!r} is not a size ({exc}); give bytes or a string "
+                          "such as '500MB' or '2GB'") from exc
+    writers: dict[str, Callable[[Path], None]] = {
+        filename: (lambda path, names=names: write_safetensors({n: tensors[n] for n in names}, path))
+        for filename, names in split.filename_to_tensors.items()
+    }
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        writers[SHARD_INDEX] = lambda path: write_json(index, path)
+    return writers
+
+
+def stale_weight_files(directory: str | os.PathLike, written: dict[str, Any]) -> list[str]:
+    """safetensors weight files in `directory` that a save writing `written` would leave behind
+    (model.safetensors after a sharded save, the index and old shards after a single-file one);
+    left in place, the loader could read them instead of the new weights."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    names = ["model.safetensors", SHARD_INDEX] + [p.name for p in directory.iterdir() if _SHARD_NAME.fullmatch(p.name)]
+    return [n for n in names if n not in written and (directory / n).exists()]
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

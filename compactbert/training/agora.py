@@ -274,16 +274,12 @@ def _write_report(path: str | os.PathLike | None, rounds: list[dict[str, Any]], 
 def fresh_head_copies(base: nn.Module) -> Callable[[], nn.Module]:
     """Candidates that share `base`'s pretrained weights, each with its new head drawn afresh from
     the current random state (the trainer seeds it per theta); the checkpoint is read only once."""
-    from ..encoder import init_module
-
     report = getattr(base, "load_report", None)
-    new = {name.rsplit(".", 1)[0] for name in (report.new_head if report else [])}
+    new = report.new_head if report else []
 
     def make() -> nn.Module:
         model = copy.deepcopy(base)
-        for name, module in model.named_modules():
-            if name in new:
-                init_module(module, model.config.initializer_range)
+        model.init_parameters(new)
         return model
 
     return make
