@@ -255,6 +255,8 @@ def _distill(args: argparse.Namespace) -> int:
         print(json.dumps(record))
     if "agreement_before" in metrics:
         print(f"agreement with the teacher: {metrics['agreement_before']:.3f} -> {metrics['agreement_after']:.3f}")
+        print(f"divergence from the teacher (KL, nats per masked token): {metrics['divergence_before']:.3f} -> "
+              f"{metrics['divergence_after']:.3f}")
     print(f"saved to {args.output_dir}")
     return 0
 

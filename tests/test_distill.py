@@ -168,11 +168,13 @@ def test_torchrun_two_processes_equal_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_distillation_raises_agreement(tmp_path, minilm_mlm_folder):
+def test_end_to_end_distillation_brings_the_student_closer(tmp_path, minilm_mlm_folder):
     """A real masked-LM teacher (all-MiniLM-L6-v2 weights, masked-LM fine-tuned on the shipped corpus
     because the package ships no masked-LM head) distilled by `compactbert distill` into 3 of its
-    6 layers: agreement with the teacher on held-out text rises (measured 0.315 -> 0.524), and
-    transformers loads the student with the same logits."""
+    6 layers: its divergence from the teacher on held-out text falls by a tenth or more (it fell by
+    15-45% over 5 teachers and 3 seeds: 0.56-0.70 -> 0.36-0.47 nats), and transformers loads the
+    student with the same logits. Top-1 agreement is reported, not asserted: on ~140 held-out
+    masked tokens it moved by -0.04 to +0.22 over the same runs."""
     tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
     held_out = (CORPUS / "corpus_dev.txt").read_text().splitlines()
     teacher = cb.AutoModelForMaskedLM.from_pretrained(minilm_mlm_folder)
@@ -185,9 +187,10 @@ def test_end_to_end_distillation_raises_agreement(tmp_path, minilm_mlm_folder):
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["agreement_after"] >= metrics["agreement_before"] + 0.1, metrics
+    assert metrics["divergence_after"] <= 0.9 * metrics["divergence_before"], metrics
     assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
-    assert "agreement with the teacher" in run.stdout and "distill: epoch 1:" in run.stderr
+    assert "agreement with the teacher" in run.stdout and "divergence from the teacher" in run.stdout
+    assert "distill: epoch 1:" in run.stderr
 
     ours = cb.AutoModelForMaskedLM.from_pretrained(out)
     theirs = transformers.AutoModelForMaskedLM.from_pretrained(out)

@@ -10,7 +10,7 @@ from .distill import (
     distillation_loss, student_from_teacher,
 )
 from .finetune import TrainingConfig, TrainingResult, fine_tune, linear_schedule, parameter_groups
-from .masking import mask_tokens, mlm_accuracy, mlm_agreement, mlm_collate, token_weights
+from .masking import mask_tokens, mlm_accuracy, mlm_agreement, mlm_collate, mlm_comparison, token_weights
 from .metrics import classification_scores, entity_scores, entity_spans, normalize_answer, squad_scores
 from .multiple_choice import ChoiceExample, choice_collate, choice_metrics, read_choice_examples
 from .question_answering import QAExample, QAWindow, qa_collate, qa_metrics, qa_windows, read_qa_examples
@@ -28,7 +28,7 @@ __all__ = [
     "AgoraResult", "BORT_GRID", "ClassifierLabeller", "ClassifierTrainer", "Hyperparameters", "InfillingGenerator",
     "agora", "agora_from_files", "fresh_head_copies", "hyperparameter_grid", "prune", "split_dev",
     "DistillationConfig", "DistillationLoss", "DistillationResult", "TextCorpus", "default_layers", "distill",
-    "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate",
+    "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate", "mlm_comparison",
     "student_from_teacher", "token_weights",
     "DataOptions", "QAExample", "QAWindow", "TASKS", "TaggedExample", "TextExample", "TrainingConfig",
     "TrainingResult", "classification_collate", "classification_metrics", "classification_predictions",

@@ -249,10 +249,11 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
     """Load a teacher masked-LM by name or folder, build the student (teacher layers, or a fresh
     model from `student_config`), distill on the text files and save the student with the
     tokenizer and metrics.json in `config.output_dir`. With `validation` (a text file), the
-    student's masked-LM agreement with the teacher is measured before and after."""
+    student's masked-LM agreement with the teacher and its divergence from the teacher
+    (`mlm_comparison`) are measured before and after."""
     from ..modeling import ForMaskedLM
     from ..tokenizer_files import AutoTokenizer
-    from .masking import mlm_agreement
+    from .masking import mlm_comparison
 
     if config.output_dir is None:
         raise ValueError("config.output_dir must say where to save the student")
@@ -269,10 +270,12 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
     held_out = list(TextCorpus([validation])) if validation else None
     metrics: dict[str, Any] = {"student_layers": student.config.encoder_spec().num_layers}
     if held_out:
-        metrics["agreement_before"] = mlm_agreement(student, teacher_model, tokenizer, held_out, seed=config.seed)
+        metrics["agreement_before"], metrics["divergence_before"] = mlm_comparison(
+            student, teacher_model, tokenizer, held_out, seed=config.seed)
     result = distill(teacher_model, student, tokenizer, TextCorpus(corpus), config)
     if held_out:
-        metrics["agreement_after"] = mlm_agreement(student, teacher_model, tokenizer, held_out, seed=config.seed)
+        metrics["agreement_after"], metrics["divergence_after"] = mlm_comparison(
+            student, teacher_model, tokenizer, held_out, seed=config.seed)
     metrics["history"] = result.history
     if is_main_process():
         write_json_atomic(os.path.join(config.output_dir, "metrics.json"), metrics)
