@@ -198,20 +198,10 @@ def _targets(option: str | None) -> list[str] | None:
 
 def _device(option: str | None) -> "str | None":
     """Check --device before anything loads: a device torch knows, and that this machine has."""
-    if option is None:
-        return None
-    import torch
+    if option is not None:
+        from .devices import resolve_device
 
-    try:
-        device = torch.device(option)
-    except (RuntimeError, ValueError):
-        raise CompactBertError(f"--device {option!r} is not a device name (cpu, cuda, cuda:1, mps, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CompactBertError(f"--device {option}: this torch build or machine has no CUDA device")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise CompactBertError(f"--device {option}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise CompactBertError(f"--device {option}: MPS is not available here")
+        resolve_device(option, "--device")
     return option
 
 

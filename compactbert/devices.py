@@ -16,12 +16,13 @@ def resolve_device(choice: Any, what: str = "device") -> torch.device:
 
     Accepts what transformers accepts for one device: None or -1 (the CPU), a CUDA index (0, 1, ...),
     "cpu", "cuda", "cuda:1", "mps", "auto" (the first CUDA device when there is one, else the CPU),
-    or a torch.device. `what` names the argument in errors.
+    or a torch.device. `what` names the argument in errors ("device", or a CLI option "--device").
     """
+    what = f"{what} {choice}" if what.startswith("--") else f"{what}={choice!r}"
     if choice is None:
         return torch.device("cpu")
     if isinstance(choice, bool):
-        raise ConfigError(f"{what}={choice!r} is not a device; use 'cpu', 'cuda', 'cuda:1', an index or 'auto'")
+        raise ConfigError(f"{what} is not a device; use 'cpu', 'cuda', 'cuda:1', an index or 'auto'")
     if isinstance(choice, int):
         device = torch.device("cpu") if choice < 0 else torch.device("cuda", choice)
     elif choice == "auto":
@@ -30,18 +31,18 @@ def resolve_device(choice: Any, what: str = "device") -> torch.device:
         try:
             device = torch.device(choice)
         except (RuntimeError, ValueError, TypeError):
-            raise ConfigError(f"{what}={choice!r} is not a device name; use 'cpu', 'cuda', 'cuda:1', 'mps', an "
+            raise ConfigError(f"{what} is not a device name; use 'cpu', 'cuda', 'cuda:1', 'mps', an "
                               "index or 'auto'") from None
     if device.type == "meta":
-        raise ConfigError(f"{what}={choice!r}: a model cannot be loaded onto the meta device; use 'cpu' or 'cuda'")
+        raise ConfigError(f"{what}: a model cannot be loaded onto the meta device; use 'cpu' or 'cuda'")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"{what}={choice!r}: this torch build or machine has no CUDA device (use 'cpu' or "
+            raise ConfigError(f"{what}: this torch build or machine has no CUDA device (use 'cpu' or "
                               "'auto')")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"{what}={choice!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise ConfigError(f"{what}: only {torch.cuda.device_count()} CUDA device(s) here")
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError(f"{what}={choice!r}: MPS is not available here")
+        raise ConfigError(f"{what}: MPS is not available here")
     return device
 
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
+from conftest import (
+    HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers,
+)
 
 FAMILIES = ("bert", "mobilebert", "distilbert")
 # The devices this machine has; a machine with a GPU runs every device test on it too.
@@ -138,6 +140,25 @@ def test_device_map_forms(mlm_folder):
     else:
         with pytest.raises(cb.ConfigError, match="no CUDA device"):
             cb.AutoModel.from_pretrained(folder, device_map="cuda:0")
+
+
+PIPELINE_DEVICES = [-1, "cpu", torch.device("cpu"), "auto"] + ([0, "cuda:0"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", PIPELINE_DEVICES, ids=str)
+def test_pipeline_device_forms(tmp_path, device):
+    """pipeline(device=...) takes what transformers' pipeline takes; results equal the CPU ones."""
+    folder = tokenized_checkpoint(tmp_path / "mlm", "distilbert")
+    text = "The quick brown [MASK] jumps over the lazy dog."
+    expected = cb.pipeline("fill-mask", model=folder)(text)
+    fill = cb.pipeline("fill-mask", model=folder, device=device)
+    want = "cuda" if device in (0, "cuda:0") or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    assert fill.model.device.type == want
+    got = fill(text)
+    assert [p["token"] for p in got] == [p["token"] for p in expected]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(got, expected))
+    with pytest.raises(cb.ConfigError, match="not a device name"):
+        cb.pipeline("fill-mask", model=folder, device="gpu")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

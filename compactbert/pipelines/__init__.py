@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..devices import resolve_device
 from ..errors import InputError
 from ..hub import split_hub_kwargs
 from ..modeling import EncoderModel, ForMaskedLM, PreTrainedModel
@@ -37,7 +38,7 @@ TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
 
 
 def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: str | Tokenizer | None = None,
-             dtype: torch.dtype | str | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype | str | None = None, device: str | int | torch.device | None = None,
              batch_size: int = 32, quantize: str | None = None, allow_untrained_head: bool = False,
              **kwargs: Any) -> Any:
     """Build a pipeline for `task` from a model name, folder or instance.
@@ -49,7 +50,10 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
     PreTrainedModel.quantize). dtype=torch.bfloat16 computes in bf16 (softmaxes and losses in float32),
     fast where the CPU has native bf16 (`compactbert env`).
     allow_untrained_head (fill-mask): run a checkpoint that has no masked-LM head, with a random one.
+    device: as transformers' pipeline takes it: -1 or "cpu", a CUDA index (0), "cuda:1", "auto", a
+    torch.device; a model loaded by name goes straight there.
     """
+    target = None if device is None else resolve_device(device)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; available: {', '.join(sorted(TASKS))}")
     pipeline_class, model_class = TASKS[task]
@@ -69,12 +73,12 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
         # The load report's warnings are shown once the pipeline accepted the model; when it refuses
         # it (fill-mask without a masked-LM head), its error says all there is to say.
         if not isinstance(model, PreTrainedModel):
-            loaded = model_class.from_pretrained(model, dtype=dtype, quantize=quantize, **hub)
+            loaded = model_class.from_pretrained(model, dtype=dtype, quantize=quantize, device=target, **hub)
             tokenizer = tokenizer if tokenizer is not None else str(model)
         if not isinstance(tokenizer, Tokenizer):
             tokenizer = AutoTokenizer.from_pretrained(tokenizer, **hub)
-        if device is not None:
-            loaded = loaded.to(device)
+        if target is not None:
+            loaded = loaded.to(target)
         built = pipeline_class(loaded, tokenizer, batch_size=batch_size, **options)
     for record in held:
         logging.getLogger(record.name).handle(record)
