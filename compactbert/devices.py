@@ -8,9 +8,6 @@ import torch
 
 from .errors import ConfigError
 
-DeviceLike = "str | int | torch.device | None"
-
-
 def resolve_device(choice: Any, what: str = "device") -> torch.device:
     """The torch device `choice` stands for, if this machine has it.
 
