@@ -9,6 +9,7 @@ from .pipelines import (
     FeatureExtractionPipeline, FillMaskPipeline, QuestionAnsweringPipeline, TextClassificationPipeline,
     TokenClassificationPipeline, pipeline,
 )
+from .sentence import SentenceTransformer
 from .tasks import (
     AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
     AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
@@ -32,6 +33,6 @@ __all__ = [
     "FillMaskPipeline", "ForMaskedLM", "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining",
     "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification", "InputError",
     "list_checkpoints", "MaskedLMOutput", "MobileBertConfig", "pipeline", "PreTrainedModel",
-    "PreTrainingOutput", "QuestionAnsweringOutput", "QuestionAnsweringPipeline", "TextClassificationPipeline",
+    "PreTrainingOutput", "QuestionAnsweringOutput", "QuestionAnsweringPipeline", "SentenceTransformer", "TextClassificationPipeline",
     "TokenClassificationPipeline", "Tokenizer", "UnknownModelError", "UnsafeCheckpointError", "__version__",
 ]

@@ -16,6 +16,7 @@ from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, proces
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordPiece
 
+from .checkpoints.files import read_json
 from .errors import CheckpointError
 from .hub import find_file, split_hub_kwargs
 from .tokenization import Tokenizer
@@ -32,16 +33,6 @@ _BPE_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", 
 class _Specials:
     tokens: dict[str, str]
     mask_lstrip: bool
-
-
-def _read_json(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
-    return data if isinstance(data, dict) else {}
 
 
 def _special_tokens(defaults: dict[str, str], *sources: dict[str, Any]) -> _Specials:
@@ -134,9 +125,9 @@ class AutoTokenizer:
         def find(filename: str) -> Path | None:
             return find_file(name_or_path, filename, **hub)
 
-        options = _read_json(find("tokenizer_config.json"))
-        model_config = _read_json(find("config.json"))
-        options = {**_read_json(find("special_tokens_map.json")), **options}
+        options = read_json(find("tokenizer_config.json"))
+        model_config = read_json(find("config.json"))
+        options = {**read_json(find("special_tokens_map.json")), **options}
         tokenizer_class = str(options.get("tokenizer_class") or model_config.get("tokenizer_class") or "")
         model_type = model_config.get("model_type", "")
 

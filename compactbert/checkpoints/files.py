@@ -102,6 +102,21 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_json(path: Path | None, kind: type = dict) -> Any:
+    """The JSON value of a checkpoint file, which must be a `kind` (object or list); an empty one
+    when `path` is None (the file is absent). A CheckpointError names the file otherwise."""
+    if path is None:
+        return kind()
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, kind):
+        raise CheckpointError(f"{path} must hold a JSON {'object' if kind is dict else 'list'}, "
+                              f"found {type(data).__name__}")
+    return data
+
+
 def _locate_shards(name_or_path: str | os.PathLike, index_path: Path, **hub_kwargs: Any) -> list[Path]:
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
