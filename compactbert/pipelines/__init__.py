@@ -20,7 +20,7 @@ from ..tasks import ForQuestionAnswering, ForSequenceClassification, ForTokenCla
 from ..tokenization import MASK_SPELLINGS, Tokenizer
 from ..tokenizer_files import AutoTokenizer
 from .base import Pipeline
-from .classification import FeatureExtractionPipeline, TextClassificationPipeline
+from .classification import FeatureExtractionPipeline, SentenceEmbeddingPipeline, TextClassificationPipeline
 from .fill_mask import FillMaskPipeline
 from .question_answering import QuestionAnsweringPipeline
 from .token_classification import TokenClassificationPipeline
@@ -31,6 +31,7 @@ TASKS: dict[str, tuple[type[Pipeline], type[PreTrainedModel]]] = {
     "text-classification": (TextClassificationPipeline, ForSequenceClassification),
     "sentiment-analysis": (TextClassificationPipeline, ForSequenceClassification),
     "feature-extraction": (FeatureExtractionPipeline, EncoderModel),
+    "sentence-embedding": (SentenceEmbeddingPipeline, EncoderModel),
     "token-classification": (TokenClassificationPipeline, ForTokenClassification),
     "ner": (TokenClassificationPipeline, ForTokenClassification),
     "question-answering": (QuestionAnsweringPipeline, ForQuestionAnswering),
@@ -43,7 +44,8 @@ def pipeline(task: str, model: str | os.PathLike | PreTrainedModel, tokenizer: s
              **kwargs: Any) -> Any:
     """Build a pipeline for `task` from a model name, folder or instance.
 
-    Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction,
+    Tasks: fill-mask, text-classification (alias sentiment-analysis), feature-extraction (token
+    vectors, as transformers), sentence-embedding (pooled vectors),
     token-classification (alias ner), question-answering.
     Hub options (revision, cache_dir, local_files_only, token) are passed to every download.
     quantize="int8": int8 inference on the CPU (per-channel weights, per-token activations; see
@@ -108,4 +110,4 @@ def _held_warnings(logger: logging.Logger) -> Iterator[list[logging.LogRecord]]:
 
 
 __all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MASK_SPELLINGS", "QuestionAnsweringPipeline",
-           "TextClassificationPipeline", "TokenClassificationPipeline", "pipeline"]
+           "SentenceEmbeddingPipeline", "TextClassificationPipeline", "TokenClassificationPipeline", "pipeline"]

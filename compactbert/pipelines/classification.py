@@ -65,10 +65,39 @@ class TextClassificationPipeline(Pipeline):
 
 
 class FeatureExtractionPipeline(Pipeline):
+    """Token vectors, as transformers' feature-extraction pipeline returns them: per text, the last
+    hidden state of every token (special tokens included) with a batch dimension, (1, T, H), as
+    nested lists, or tensors with return_tensors=True. Sentence vectors: "sentence-embedding"."""
+
+    def __call__(self, inputs: str | Sequence[str], return_tensors: bool = False, truncation: bool | str | None = None,
+                 tokenize_kwargs: dict[str, Any] | None = None, batch_size: int | None = None) -> Any:
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        options = dict(tokenize_kwargs or {})
+        if truncation is not None:
+            options["truncation"] = truncation
+        if options.get("truncation"):
+            options.setdefault("max_length", self.max_length)  # the model's limit when below the tokenizer's
+        encoded = self.tokenizer(texts, **options)
+        types = encoded.get("token_type_ids") or [[0] * len(ids) for ids in encoded["input_ids"]]
+        items = [Prepared(ids, type_ids, [], []) for ids, type_ids in zip(encoded["input_ids"], types)]
+        out: list[Any] = [None] * len(items)
+        for chunk in self._batches(items, batch_size):
+            ids, attention, type_ids = self._pad([items[i] for i in chunk])
+            with torch.inference_mode():
+                hidden = self.model(ids, attention, type_ids).last_hidden_state.float()  # (b, T, H)
+            for row, i in enumerate(chunk):
+                tokens = hidden[row, : len(items[i].ids)].cpu().unsqueeze(0)  # (1, T, H)
+                out[i] = tokens if return_tensors else tokens.tolist()
+        return out[0] if single else out
+
+
+class SentenceEmbeddingPipeline(Pipeline):
     """Sentence embeddings (mean over the attention mask by default) or token vectors.
 
     pooling: "mean", "cls" (first token) or None (one (T, H) tensor per text).
     normalize: scale pooled vectors to unit length (cosine similarity becomes a dot product).
+    For sentence-transformers' folders and `encode`, see `compactbert.SentenceTransformer`.
     """
 
     def __call__(self, inputs: str | Sequence[str], pooling: str | None = "mean", normalize: bool = False,
