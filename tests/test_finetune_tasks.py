@@ -189,9 +189,10 @@ def test_question_answering_learns_on_real_weights(wordpiece):
     assert after["f1"] >= 35 and after["f1"] >= before["f1"] + 20, (before, after)
 
 
-def test_finetune_task_writes_a_folder_transformers_loads(tmp_path):
+def test_finetune_task_writes_a_folder_transformers_loads(tmp_path, caplog):
     """finetune_task for token classification and QA on a few examples: Hub layout with labels,
-    tokenizer and metrics.json; transformers loads the heads with the same outputs."""
+    tokenizer and metrics.json; transformers loads the heads with the same outputs. A metric the
+    recipe overrides is named in a warning."""
     folder = minilm_folder()
     config = dict(epochs=1, batch_size=4, learning_rate=1e-4)
     few = tmp_path / "few.jsonl"
@@ -209,8 +210,11 @@ def test_finetune_task_writes_a_folder_transformers_loads(tmp_path):
         torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, rtol=1e-5, atol=1e-5)
 
     few.write_text("".join((DATA / "qa_train.jsonl").read_text().splitlines(keepends=True)[:6]))
-    _, metrics = finetune_task("question-answering", folder, few, few, TrainingConfig(output_dir=tmp_path / "qa", **config),
+    assert "overridden" not in caplog.text
+    _, metrics = finetune_task("question-answering", folder, few, few,
+                               TrainingConfig(output_dir=tmp_path / "qa", metric="loss", **config),
                                DataOptions(max_seq_len=96, doc_stride=32))
+    assert "keeps the epoch with the highest f1 for question-answering; metric='loss'" in caplog.text
     assert set(metrics) >= {"eval_exact_match", "eval_f1", "best_epoch"}
     theirs = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")
     ours = cb.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")

@@ -149,3 +149,28 @@ def test_progress_bar(capsys):
               TrainingConfig(epochs=2, batch_size=8, progress=True))
     err = capsys.readouterr().err
     assert "fine-tuning" in err and "4/4" in err
+
+
+@pytest.mark.parametrize("metric, greater, scores, best", [
+    ("accuracy", None, [0.5, 0.9, 0.7], 2),  # higher is better by default
+    ("mse", None, [3.0, 1.0, 2.0], 2),  # an error: lower is better
+    ("eval_loss", None, [3.0, 2.5, 2.9], 2),  # transformers' rule: a name ending in "loss"
+    ("mse", True, [3.0, 1.0, 2.0], 1),  # said explicitly
+    ("accuracy", False, [0.5, 0.9, 0.4], 3),
+])
+def test_keep_best_follows_the_metric_direction(metric, greater, scores, best):
+    """The epoch kept is the best by `metric` in its direction; its weights are the model's at the end."""
+    config, tokenizer, examples = _tiny_setup()
+    torch.manual_seed(0)
+    model = cb.AutoModelForSequenceClassification.from_config(config)
+    weights = []
+
+    def evaluate(m):
+        weights.append(m.classifier.weight.detach().clone())
+        return {metric: scores[len(weights) - 1]}
+
+    result = fine_tune(model, examples[:8], classification_collate(tokenizer),
+                       TrainingConfig(epochs=3, batch_size=8, metric=metric, greater_is_better=greater,
+                                      learning_rate=1e-3, warmup_ratio=0.0), evaluate)
+    assert result.best_epoch == best and result.best_metric == scores[best - 1]
+    assert torch.equal(model.classifier.weight, weights[best - 1])

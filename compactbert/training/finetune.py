@@ -37,12 +37,25 @@ class TrainingConfig:
     bf16: bool = option(False, "bfloat16 autocast for the forward pass")
     seed: int = option(0, "shuffling and initialisation of new heads")
     metric: str = option("accuracy", "evaluation metric that decides the best epoch")
+    greater_is_better: bool | None = option(
+        None, "whether a higher metric is better; by default yes, unless the metric's name ends in loss, "
+        "mse, mae, rmse, error or perplexity")
     output_dir: str | os.PathLike | None = option(None, "the best model is saved here (Hub layout)")
     checkpoint_dir: str | os.PathLike | None = option(None, "trainer state after every epoch, for resume=True")
     progress: bool = option(False, "a progress bar on standard error (rank 0 only)")
 
     def __post_init__(self) -> None:
         check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)
+
+    def better(self, score: float, best: float | None) -> bool:
+        """Whether `score` beats the best so far, in the metric's direction."""
+        greater = self.greater_is_better
+        if greater is None:  # transformers' rule ("...loss" is lower-better), and the usual error names
+            greater = not self.metric.lower().endswith(_LOWER_IS_BETTER)
+        return best is None or (score > best if greater else score < best)
+
+
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "perplexity")
 
 
 def check_schedule(epochs: int, batch_size: int, gradient_accumulation: int, warmup_ratio: float) -> None:
@@ -211,7 +224,7 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
             with torch.no_grad():
                 record.update(evaluate(model))
             score = record.get(config.metric)
-            if score is not None and (result.best_metric is None or score > result.best_metric):
+            if score is not None and config.better(score, result.best_metric):
                 result.best_metric, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
         if dist.rank == 0:

@@ -9,6 +9,7 @@ metrics.json: the evaluation metrics of the kept epoch as `eval_<name>`, plus `b
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from .token_classification import read_tagged_examples, tag_mapping, token_colla
 
 TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
 # The metric that picks the best epoch, per task.
+logger = logging.getLogger(__name__)
 SELECTION_METRIC = {"text-classification": "accuracy", "token-classification": "f1", "question-answering": "f1",
                     "multiple-choice": "accuracy"}
 
@@ -67,7 +69,11 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
     build = {"text-classification": _text_classification, "token-classification": _token_classification,
              "question-answering": _question_answering, "multiple-choice": _multiple_choice}[task]
     job = build(model, tokenizer, train, validation, data, hub)
-    config = dataclasses.replace(config, metric=SELECTION_METRIC[task])
+    chosen = SELECTION_METRIC[task]
+    if config.metric not in (chosen, TrainingConfig.metric) or config.greater_is_better is not None:
+        logger.warning("finetune_task keeps the epoch with the highest %s for %s; metric=%r and "
+                       "greater_is_better=%r are overridden", chosen, task, config.metric, config.greater_is_better)
+    config = dataclasses.replace(config, metric=chosen, greater_is_better=True)
     result = fine_tune(job.model, job.train, job.collate, config, job.evaluate)
     kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
     metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.epochs,
