@@ -15,7 +15,7 @@ from torch import nn
 import compactbert as cb
 from compactbert.training import (
     AgoraResult, ClassifierLabeller, Hyperparameters, InfillingGenerator, TextExample, agora, fresh_head_copies,
-    hyperparameter_grid, prune, read_csv_examples, split_dev,
+    hyperparameter_grid, labeller_mapping, prune, read_csv_examples, split_dev,
 )
 from conftest import minilm_folder
 
@@ -204,3 +204,24 @@ def test_end_to_end_agora_on_scarce_sentiment_data(tmp_path, minilm_mlm_folder):
     search, _ = split_dev(read_csv_examples(DATA / "sentiment_dev.csv"), 0.4, seed=0)
     saved = cb.AutoModelForSequenceClassification.from_pretrained(out)
     assert classification_metrics(saved, search, tokenizer)["accuracy"] == pytest.approx(final["best_score"])
+
+
+def test_labeller_labels_are_mapped_by_name(caplog):
+    """The labeller's ids are translated to the data's by label name, whatever their order."""
+    data = {"negative": 0, "positive": 1}
+    assert labeller_mapping({0: "POSITIVE", 1: "NEGATIVE"}, data) == [1, 0]
+    assert labeller_mapping({0: "negative", 1: "positive"}, data) == [0, 1]
+    assert "by id" not in caplog.text
+    assert labeller_mapping({0: "LABEL_0", 1: "LABEL_1"}, data) == [0, 1]  # unnamed: by id, said
+    assert labeller_mapping({0: "NEGATIVE", 1: "POSITIVE"}, {"0": 0, "1": 1}) == [0, 1]  # integer data
+    assert "matched to the data's (negative, positive) by id" in caplog.text
+    with pytest.raises(ValueError, match=r"labels \(good, bad\) do not match the data's \(negative, positive\)"):
+        labeller_mapping({0: "good", 1: "bad"}, data)
+    with pytest.raises(ValueError, match="has 3 labels"):
+        labeller_mapping({0: "a", 1: "b", 2: "c"}, data)
+
+    model = cb.AutoModelForSequenceClassification.from_config(cb.BertConfig.tiny(vocab_size=30522))
+    tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
+    texts = [TextExample("a fine day", 0), TextExample("rain again", 0), TextExample("so so", 0)]
+    plain = ClassifierLabeller(model, tokenizer)(texts)
+    assert ClassifierLabeller(model, tokenizer, [1, 0])(texts) == [1 - p for p in plain]

@@ -3,7 +3,7 @@ distillation and Agora. Imports the rest of the package; nothing in the core imp
 
 from .agora import (
     BORT_GRID, AgoraResult, ClassifierLabeller, ClassifierTrainer, Hyperparameters, InfillingGenerator, agora,
-    agora_from_files, fresh_head_copies, hyperparameter_grid, prune, split_dev,
+    agora_from_files, fresh_head_copies, hyperparameter_grid, labeller_mapping, prune, split_dev,
 )
 from .distill import (
     DistillationConfig, DistillationLoss, DistillationResult, TextCorpus, default_layers, distill, distill_from_files,
@@ -26,7 +26,7 @@ from .token_classification import (
 __all__ = [
     "ChoiceExample", "choice_collate", "choice_metrics", "read_choice_examples",
     "AgoraResult", "BORT_GRID", "ClassifierLabeller", "ClassifierTrainer", "Hyperparameters", "InfillingGenerator",
-    "agora", "agora_from_files", "fresh_head_copies", "hyperparameter_grid", "prune", "split_dev",
+    "agora", "agora_from_files", "fresh_head_copies", "hyperparameter_grid", "labeller_mapping", "prune", "split_dev",
     "DistillationConfig", "DistillationLoss", "DistillationResult", "TextCorpus", "default_layers", "distill",
     "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate", "mlm_comparison",
     "student_from_teacher", "token_weights",

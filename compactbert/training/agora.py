@@ -122,13 +122,36 @@ class InfillingGenerator:
 
 
 class ClassifierLabeller:
-    """The default labeller S: a sequence classifier's hard labels (argmax)."""
+    """The default labeller S: a sequence classifier's hard labels (argmax), translated to the
+    data's label ids by `mapping` (labeller id -> data id; identity when None)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
-        self.model, self.tokenizer = model.eval(), tokenizer
+    def __init__(self, model: nn.Module, tokenizer: Any, mapping: Sequence[int] | None = None) -> None:
+        self.model, self.tokenizer, self.mapping = model.eval(), tokenizer, mapping
 
     def __call__(self, examples: Sequence[TextExample]) -> list[int]:
-        return classification_predictions(self.model, examples, self.tokenizer)
+        predictions = classification_predictions(self.model, examples, self.tokenizer)
+        return predictions if self.mapping is None else [self.mapping[p] for p in predictions]
+
+
+def labeller_mapping(id2label: dict[int, str], label2id: dict[str, int], name: str = "the labeller") -> list[int]:
+    """Labeller id -> data id, matching label names (case-insensitively). By id only where names
+    carry no meaning: the labeller's are transformers' defaults (LABEL_0, ...) or the data's are
+    integers; a ValueError names both sets otherwise."""
+    ours = {k.lower(): v for k, v in label2id.items()}
+    theirs = [id2label[i] for i in sorted(id2label)]
+    if len(theirs) != len(ours):
+        raise ValueError(f"{name} has {len(theirs)} labels ({', '.join(theirs)}), the data {len(ours)} "
+                         f"({', '.join(label2id)})")
+    if all(t.lower() in ours for t in theirs):
+        return [ours[t.lower()] for t in theirs]
+    default_names = all(t == f"LABEL_{i}" for i, t in enumerate(theirs))
+    integer_data = all(k.lstrip("-").isdigit() for k in label2id)
+    if (default_names or integer_data) and sorted(label2id.values()) == list(range(len(theirs))):
+        logger.warning("%s's labels (%s) are matched to the data's (%s) by id", name, ", ".join(theirs),
+                       ", ".join(label2id))
+        return list(range(len(theirs)))
+    raise ValueError(f"{name}'s labels ({', '.join(theirs)}) do not match the data's ({', '.join(label2id)}); "
+                     "rename the data's labels or use a labeller trained on them")
 
 
 # ---------------------------------------------------------------------------- training one theta
@@ -309,13 +332,13 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
     base = AutoModelForSequenceClassification.from_pretrained(
         model, id2label={i: name for name, i in label2id.items()}, **hub)
     judge = AutoModelForSequenceClassification.from_pretrained(labeller, **hub)
-    if judge.config.num_labels != len(label2id):
-        raise ValueError(f"the labeller {labeller} has {judge.config.num_labels} labels, the data {len(label2id)}")
+    mapping = labeller_mapping({i: judge.config.label_name(i) for i in range(judge.config.num_labels)}, label2id,
+                               f"the labeller {labeller}")
     infill = InfillingGenerator(ForMaskedLM.from_pretrained(filler, **hub), AutoTokenizer.from_pretrained(filler, **hub),
                                 seed=seed)
     os.makedirs(output_dir, exist_ok=True)
     result = agora(examples, dev, thetas, ClassifierTrainer(fresh_head_copies(base), tokenizer, epochs), infill,
-                   ClassifierLabeller(judge, AutoTokenizer.from_pretrained(labeller, **hub)),
+                   ClassifierLabeller(judge, AutoTokenizer.from_pretrained(labeller, **hub), mapping),
                    lambda m, items: classification_predictions(m, items, tokenizer), holdout=holdout,
                    neighbours=neighbours, max_replays=max_replays, seed=seed,
                    report_path=os.path.join(output_dir, "agora_report.json"))
