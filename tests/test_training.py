@@ -174,3 +174,24 @@ def test_keep_best_follows_the_metric_direction(metric, greater, scores, best):
                                       learning_rate=1e-3, warmup_ratio=0.0), evaluate)
     assert result.best_epoch == best and result.best_metric == scores[best - 1]
     assert torch.equal(model.classifier.weight, weights[best - 1])
+
+
+def test_training_calls_leave_the_global_random_state_alone(tmp_path):
+    """fine_tune and distill seed what they draw, in their own copy of the random state: the
+    caller's stream continues as if they had not run (transformers' Trainer reseeds globally)."""
+    from compactbert.training import DistillationConfig, TextCorpus, distill, student_from_teacher
+
+    config, tokenizer, examples = _tiny_setup()
+    model = cb.AutoModelForSequenceClassification.from_config(config)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(e.text for e in examples[:8]))
+    teacher = cb.ForMaskedLM.from_config(config)
+    student = student_from_teacher(teacher, [0])  # a random initialisation of its own, drawn here
+    calls = [lambda: fine_tune(model, examples[:8], classification_collate(tokenizer), TrainingConfig(epochs=1)),
+             lambda: distill(teacher, student, tokenizer, TextCorpus([corpus]), DistillationConfig(epochs=1, batch_size=4))]
+    for call in calls:
+        torch.manual_seed(123)
+        expected = torch.rand(4)
+        torch.manual_seed(123)
+        call()
+        assert torch.equal(torch.rand(4), expected)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .data import write_json_atomic
-from .finetune import TrainingConfig, fine_tune
+from .finetune import TrainingConfig, fine_tune, keeps_global_rng
 from .text_classification import TextExample, classification_collate, classification_metrics, classification_predictions
 
 logger = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class ClassifierTrainer:
         self.make_model, self.tokenizer = make_model, tokenizer
         self.epochs, self.metric, self.max_grad_norm = epochs, metric, max_grad_norm
 
+    @keeps_global_rng
     def __call__(self, theta: Hyperparameters, train: Sequence[TextExample],
                  dev: Sequence[TextExample]) -> tuple[nn.Module, float]:
         torch.manual_seed(theta.seed)  # the new head's initialisation
@@ -308,6 +309,7 @@ def fresh_head_copies(base: nn.Module) -> Callable[[], nn.Module]:
     return make
 
 
+@keeps_global_rng
 def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike,
                      labeller: str | os.PathLike, filler: str | os.PathLike, thetas: Sequence[Hyperparameters],
                      output_dir: str | os.PathLike, epochs: int = 3, holdout: float = 0.3, neighbours: int = 1,

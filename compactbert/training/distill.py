@@ -29,7 +29,9 @@ from torch import nn
 
 from .data import write_json_atomic
 from ..options import option
-from .finetune import _Distributed, check_schedule, is_main_process, linear_schedule, parameter_groups
+from .finetune import (
+    _Distributed, check_schedule, is_main_process, keeps_global_rng, linear_schedule, parameter_groups,
+)
 from .masking import chunks, mlm_collate, token_weights
 
 logger = logging.getLogger(__name__)
@@ -164,6 +166,7 @@ class DistillationResult:
     steps: int = 0
 
 
+@keeps_global_rng
 def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: TextCorpus,
             config: DistillationConfig) -> DistillationResult:
     """Train `student` to imitate `teacher` (a frozen masked-LM of the same vocabulary) on `corpus`."""
@@ -242,6 +245,7 @@ def _loss(teacher: nn.Module, student: nn.Module, inputs: dict[str, torch.Tensor
                              config.alpha_cos, *counts)
 
 
+@keeps_global_rng
 def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.PathLike], config: DistillationConfig,
                        layers: Sequence[int] | None = None, student_config: Any = None,
                        validation: str | os.PathLike | None = None,

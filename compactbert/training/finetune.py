@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import functools
 import logging
 import math
 import os
@@ -128,6 +129,18 @@ class _Distributed:
         return tensor.item() / self.world
 
 
+def keeps_global_rng(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `function` on a copy of the global random state (CPU and every CUDA device): the seeding
+    a training call does for shuffling, dropout and new heads leaves the caller's stream untouched."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def is_main_process() -> bool:
     """Rank 0 under torchrun, or a single process: the one that logs and writes files."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -150,6 +163,7 @@ def _save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
     os.replace(target + ".tmp", target)
 
 
+@keeps_global_rng
 def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[Any]], dict[str, torch.Tensor]],
               config: TrainingConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
               resume: bool = False) -> TrainingResult:

@@ -18,7 +18,7 @@ import torch
 
 from .data import write_json_atomic
 from ..options import option
-from .finetune import TrainingConfig, TrainingResult, fine_tune, is_main_process
+from .finetune import TrainingConfig, TrainingResult, fine_tune, is_main_process, keeps_global_rng
 from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
 from .text_classification import classification_collate, classification_metrics, label_mapping, read_csv_examples
@@ -52,6 +52,7 @@ class _Job:
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None
 
 
+@keeps_global_rng
 def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike | None,
                   config: TrainingConfig, data: DataOptions | None = None,
                   hub: dict[str, Any] | None = None) -> tuple[TrainingResult, dict[str, Any]]:
