@@ -53,6 +53,22 @@ def test_loaded_on_meta_equals_the_file(mlm_folder, family):
     assert max_rel_err(expected, logits, mask) < 1e-5
 
 
+def test_loaded_model_does_not_depend_on_its_file(mlm_folder):
+    """Overwriting the weight file in place (as a non-atomic writer does) after loading changes
+    nothing in the loaded model: its weights live in memory of their own, not in a file mapping."""
+    folder = mlm_folder("bert")
+    model = cb.AutoModelForMaskedLM.from_pretrained(folder)
+    before, mask = _logits(model)
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as fh:  # same inode, new bytes, then cut short
+        fh.seek(size // 2)
+        fh.write(b"\xff" * (size - size // 2))
+        fh.truncate(size // 3)
+    after, _ = _logits(model)
+    assert torch.equal(before, after)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_new_head_is_initialised_like_transformers(mlm_folder, family):
     model = cb.AutoModelForSequenceClassification.from_pretrained(mlm_folder(family), num_labels=3)

@@ -69,13 +69,45 @@ def read_weight_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _read_pickle(path)
 
 
+# safetensors dtype names -> torch dtypes (the ones a BERT-family checkpoint can hold).
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Tensors of a safetensors file, each read into memory of its own.
+
+    The safetensors library validates the header against the file (offsets, sizes, dtypes); the
+    data is then read with plain file reads instead of kept as views of a memory map. A model
+    loaded from the file therefore does not depend on it staying unchanged (a writer that truncates
+    it in place would otherwise crash the model or change its weights), and a load still holds one
+    copy of the weights: each tensor is allocated once and filled from the file.
+    """
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+        out = {}
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+            for name in names:
+                entry = header[name]
+                dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+                if dtype is None:
+                    raise ValueError(f"{name} is stored as {entry['dtype']}, a type compactbert does not read")
+                tensor = torch.empty(entry["shape"], dtype=dtype)
+                begin, end = entry["data_offsets"]
+                if tensor.numel():
+                    fh.seek(8 + size + begin)
+                    if fh.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != end - begin:
+                        raise OSError(f"{name} ends past the end of the file")
+                out[name] = tensor
+        return out
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({exc}); it is probably truncated or corrupt: "
             "download it again (compactbert download NAME --force) or re-save the model"
