@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--validation", help="the same, to evaluate on after every epoch (keeps the best epoch)")
     add_config_options(tune, DataOptions, [f.name for f in dataclasses.fields(DataOptions)])
     add_config_options(tune, TrainingConfig, ["epochs", "batch_size", "learning_rate", "warmup_ratio",
-                                              "weight_decay", "seed"])
+                                              "weight_decay", "seed", "gradient_accumulation", "max_grad_norm",
+                                              "bf16", "checkpoint_dir"])
+    tune.add_argument("--resume", action="store_true",
+                      help="continue from the trainer state in --checkpoint-dir (same result as one run)")
     tune.add_argument("--output-dir", required=True, help="where the best epoch is saved, with its tokenizer")
     _add_hub_options(tune)
 
@@ -208,14 +211,19 @@ def _device(option: str | None) -> "str | None":
 def _finetune(args: argparse.Namespace) -> int:
     from .training import DataOptions, TrainingConfig, finetune_task
 
+    _show_progress("compactbert.training.finetune", "finetune")
+    if args.resume and args.checkpoint_dir is None:
+        raise CompactBertError("--resume continues from --checkpoint-dir: give the folder of the interrupted run")
     config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                             warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
-                            output_dir=args.output_dir)
+                            gradient_accumulation=args.gradient_accumulation, max_grad_norm=args.max_grad_norm,
+                            bf16=args.bf16, checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir)
     data = DataOptions(text_column=args.text_column, text_pair_column=args.text_pair_column,
                        label_column=args.label_column, words_field=args.words_field, tags_field=args.tags_field,
                        max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
                        context_field=args.context_field, choices_field=args.choices_field)
-    result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, _hub_kwargs(args))
+    result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, _hub_kwargs(args),
+                              resume=args.resume)
     for record in result.history:
         print(json.dumps(record))
     print(f"saved to {args.output_dir}")

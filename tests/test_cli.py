@@ -219,6 +219,28 @@ def test_finetune_text_classification(tmp_path):
     assert ours("A wonderful, heartwarming film.")[0]["label"] == theirs("A wonderful, heartwarming film.")[0]["label"]
 
 
+def test_finetune_accumulation_bf16_checkpoint_and_resume(tmp_path, model_dir):
+    """--gradient-accumulation, --bf16 and --checkpoint-dir train and print each epoch as it ends;
+    --resume after a finished run continues from the saved state (nothing left to train: the same
+    history); --resume without a checkpoint folder is an error."""
+    data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
+    args = ["finetune", "text-classification", "--model", str(model_dir), "--train", str(data / "sentiment_dev.csv"),
+            "--epochs", "2", "--batch-size", "8", "--gradient-accumulation", "2", "--bf16",
+            "--checkpoint-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out")]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "finetune: epoch 1:" in first.stderr and "finetune: epoch 2:" in first.stderr
+    assert (tmp_path / "state" / "trainer_state.pt").is_file()
+    again = cli(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "resuming after epoch 2" in again.stderr
+    history = [line for line in first.stdout.splitlines() if line.startswith("{")]
+    assert [line for line in again.stdout.splitlines() if line.startswith("{")] == history
+    bad = cli("finetune", "text-classification", "--model", str(model_dir), "--train", str(data / "sentiment_dev.csv"),
+              "--resume", "--output-dir", str(tmp_path / "x"))
+    assert bad.returncode == 1 and "--resume continues from --checkpoint-dir" in bad.stderr
+
+
 def test_finetune_bad_label_column(tmp_path, model_dir):
     (tmp_path / "train.csv").write_text("text,label\nfine,1\n")
     out = cli("finetune", "text-classification", "--model", str(model_dir), "--train", str(tmp_path / "train.csv"),

@@ -55,9 +55,10 @@ class _Job:
 @keeps_global_rng
 def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike | None,
                   config: TrainingConfig, data: DataOptions | None = None,
-                  hub: dict[str, Any] | None = None) -> tuple[TrainingResult, dict[str, Any]]:
+                  hub: dict[str, Any] | None = None, resume: bool = False) -> tuple[TrainingResult, dict[str, Any]]:
     """Fine-tune `model` (name or folder) for `task` on files (or `datasets` names); save the best
-    epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json."""
+    epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json.
+    resume: continue from the trainer state in `config.checkpoint_dir` (see `fine_tune`)."""
     from ..tokenizer_files import AutoTokenizer
 
     if task not in TASKS:
@@ -75,7 +76,7 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
         logger.warning("finetune_task keeps the epoch with the highest %s for %s; metric=%r and "
                        "greater_is_better=%r are overridden", chosen, task, config.metric, config.greater_is_better)
     config = dataclasses.replace(config, metric=chosen, greater_is_better=True)
-    result = fine_tune(job.model, job.train, job.collate, config, job.evaluate)
+    result = fine_tune(job.model, job.train, job.collate, config, job.evaluate, resume=resume)
     kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
     metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.epochs,
                **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
