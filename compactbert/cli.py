@@ -17,6 +17,10 @@ from .errors import CompactBertError
 from .options import HelpFormatter, add_config_options, add_parameter_options
 
 
+_DEVICE_HELP = {"device": "where training runs: cpu, cuda, cuda:1, mps (default: CUDA when present, the local "
+                          "rank's GPU under torchrun; else cpu)"}
+
+
 def _add_hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="branch, tag or commit of the Hub repository")
     parser.add_argument("--cache-dir", help="Hub cache folder (default: the huggingface_hub cache)")
@@ -79,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
                       "token classification and QA: JSON lines (see docs/fine-tuning.md); or a `datasets` name")
     tune.add_argument("--validation", help="the same, to evaluate on after every epoch (keeps the best epoch)")
     add_config_options(tune, DataOptions, [f.name for f in dataclasses.fields(DataOptions)])
-    add_config_options(tune, TrainingConfig, ["epochs", "batch_size", "learning_rate", "warmup_ratio",
-                                              "weight_decay", "seed", "gradient_accumulation", "max_grad_norm",
-                                              "bf16", "checkpoint_dir"])
+    add_config_options(tune, TrainingConfig, ["num_train_epochs", "per_device_train_batch_size",
+                                              "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
+                                              "weight_decay", "seed", "max_grad_norm", "bf16", "fp16", "device",
+                                              "checkpoint_dir", "progress"], _DEVICE_HELP)
     tune.add_argument("--resume", action="store_true",
                       help="continue from the trainer state in --checkpoint-dir (same result as one run)")
     tune.add_argument("--output-dir", required=True, help="where the best epoch is saved, with its tokenizer")
@@ -95,9 +100,10 @@ def _parser() -> argparse.ArgumentParser:
                          "evenly spread: 0,2,4,7,9,11 for 12)")
     student.add_argument("--student-config", help="config.json of a fresh student instead")
     still.add_argument("--validation", help="text file: report the student's agreement with the teacher")
-    add_config_options(still, DistillationConfig, ["epochs", "batch_size", "gradient_accumulation", "learning_rate",
-                                                   "max_length", "temperature", "alpha_ce", "alpha_mlm", "alpha_cos",
-                                                   "mask_smoothing", "seed"])
+    add_config_options(still, DistillationConfig, ["num_train_epochs", "per_device_train_batch_size",
+                                                   "gradient_accumulation_steps", "learning_rate", "max_length",
+                                                   "temperature", "alpha_ce", "alpha_mlm", "alpha_cos",
+                                                   "mask_smoothing", "seed", "bf16", "fp16", "device"], _DEVICE_HELP)
     still.add_argument("--output-dir", required=True, help="where the student is saved, with the tokenizer")
     _add_hub_options(still)
 
@@ -121,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         "neighbours": "generated points per dev mistake",
         "max_replays": "re-runs of a round that did not improve",
         "seed": "seed of the holdout split, generation and training",
+        "device": _DEVICE_HELP["device"],
     })
     ag.add_argument("--output-dir", required=True, help="where the best model and agora_report.json are saved")
     _add_hub_options(ag)
@@ -214,10 +221,13 @@ def _finetune(args: argparse.Namespace) -> int:
     _show_progress("compactbert.training.finetune", "finetune")
     if args.resume and args.checkpoint_dir is None:
         raise CompactBertError("--resume continues from --checkpoint-dir: give the folder of the interrupted run")
-    config = TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                            warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
-                            gradient_accumulation=args.gradient_accumulation, max_grad_norm=args.max_grad_norm,
-                            bf16=args.bf16, checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir)
+    config = TrainingConfig(num_train_epochs=args.num_train_epochs,
+                            per_device_train_batch_size=args.per_device_train_batch_size,
+                            gradient_accumulation_steps=args.gradient_accumulation_steps,
+                            learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio,
+                            weight_decay=args.weight_decay, seed=args.seed, max_grad_norm=args.max_grad_norm,
+                            bf16=args.bf16, fp16=args.fp16, device=_device(args.device),
+                            checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir, progress=args.progress)
     data = DataOptions(text_column=args.text_column, text_pair_column=args.text_pair_column,
                        label_column=args.label_column, words_field=args.words_field, tags_field=args.tags_field,
                        max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
@@ -238,7 +248,9 @@ def _distill(args: argparse.Namespace) -> int:
 
     layers = _numbers(args.layers, int, "--layers") if args.layers else None
     config = DistillationConfig(
-        epochs=args.epochs, batch_size=args.batch_size, gradient_accumulation=args.gradient_accumulation,
+        num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, bf16=args.bf16, fp16=args.fp16,
+        device=_device(args.device),
         learning_rate=args.learning_rate, max_length=args.max_length, temperature=args.temperature,
         alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
         mask_smoothing=args.mask_smoothing, seed=args.seed, output_dir=args.output_dir)
@@ -313,7 +325,7 @@ def _agora(args: argparse.Namespace) -> int:
                               args.output_dir, epochs=args.epochs, holdout=args.holdout, neighbours=args.neighbours,
                               max_replays=args.max_replays, text_column=args.text_column,
                               label_column=args.label_column, text_pair_column=args.text_pair_column,
-                              seed=args.seed, hub=_hub_kwargs(args))
+                              seed=args.seed, device=_device(args.device), hub=_hub_kwargs(args))
     for entry in result.report:
         print(f"round {entry['round']}: best {entry['round_best']:.4f}, so far {entry['best_so_far']:.4f}, "
               f"{entry['mistakes']} mistakes, {entry['added']} added, {len(entry['pruned'])} pruned, "
@@ -360,7 +372,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"{'alias':<{width}}  {'repository':<{repo_width}}  {'family':<10}  {'here':<{state_width}}  note")
     for e, state in zip(entries, states):
         print(f"{e.alias:<{width}}  {e.repo_id:<{repo_width}}  {e.family:<10}  {state or '-':<{state_width}}  {e.note}")
-    print(f"\nhere: 'cached' = config and weights in the Hub cache, 'package' = shipped by an installed package; "
+    print("\nhere: 'cached' = config and weights in the Hub cache, 'package' = shipped by an installed package; "
           "'-' needs the Hub (or `compactbert download` on a machine that reaches it)")
     return 0
 

@@ -54,3 +54,13 @@ def device_from_map(device_map: Any) -> torch.device:
                               "'cpu')")
         return torch.device(targets.pop())
     return resolve_device(device_map, "device_map")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's (first) parameter."""
+    return next(model.parameters()).device
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with its tensors on `device` (other values as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -166,7 +166,7 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
         state, filename = read_weights(name_or_path, use_safetensors=use_safetensors, **hub_kwargs)
         file_dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
         target = resolve_dtype(_one_dtype(dtype, torch_dtype), file_dtype)
-        _refuse_unsafe_dtype(config, target)
+        check_dtype(config, target)
 
         with torch.device("meta"):
             model = cls(config)
@@ -321,7 +321,8 @@ def _one_dtype(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str |
     return dtype if dtype is not None else torch_dtype
 
 
-def _refuse_unsafe_dtype(config: BaseConfig, dtype: torch.dtype) -> None:
+def check_dtype(config: BaseConfig, dtype: torch.dtype) -> None:
+    """A ConfigError if the family cannot compute in `dtype` (MobileBERT overflows float16)."""
     if config.model_type == "mobilebert" and dtype == torch.float16:
         raise ConfigError(
             "MobileBERT activations reach 1e7-1e8 and overflow float16 (the outputs become NaN); "

@@ -47,12 +47,12 @@ def main() -> None:
     torch.manual_seed(0)
     labeller = cb.AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
     fine_tune(labeller, train, classification_collate(tokenizer),
-              TrainingConfig(epochs=8, batch_size=8, learning_rate=1e-4))
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=1e-4))
     torch.manual_seed(0)
     filler = cb.AutoModelForMaskedLM.from_pretrained(source)
     corpus = (DATA / "corpus_train.txt").read_text(encoding="utf-8").splitlines()
     fine_tune(filler, corpus, mlm_collate(tokenizer),
-              TrainingConfig(epochs=8, batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
 
     torch.manual_seed(0)
     base = cb.AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)

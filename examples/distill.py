@@ -37,13 +37,13 @@ def main() -> None:
         teacher = cb.AutoModelForMaskedLM.from_pretrained(source)  # a new masked-LM head
         lines = Path(args.corpus).read_text(encoding="utf-8").splitlines()
         fine_tune(teacher, lines, mlm_collate(tokenizer),
-                  TrainingConfig(epochs=8, batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
+                  TrainingConfig(num_train_epochs=8, per_device_train_batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
         args.teacher = "teacher-model"
         teacher.save_pretrained(args.teacher)
         tokenizer.save_pretrained(args.teacher)
 
     metrics = distill_from_files(args.teacher, [args.corpus], DistillationConfig(
-        epochs=args.epochs, batch_size=16, output_dir=args.out), validation=args.validation)
+        num_train_epochs=args.epochs, per_device_train_batch_size=16, output_dir=args.out), validation=args.validation)
     for record in metrics["history"]:
         print(record)
     print(f"divergence from the teacher on held-out text: {metrics['divergence_before']:.3f} -> "

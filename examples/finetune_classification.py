@@ -27,7 +27,7 @@ def main() -> None:
 
     result, metrics = finetune_task(
         "text-classification", args.model, args.train, args.validation,
-        TrainingConfig(epochs=args.epochs, batch_size=16, learning_rate=1e-4, output_dir=args.out),
+        TrainingConfig(num_train_epochs=args.epochs, per_device_train_batch_size=16, learning_rate=1e-4, output_dir=args.out),
         DataOptions(text_column=args.text_column))
     for record in result.history:
         print(record)

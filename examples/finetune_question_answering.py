@@ -31,7 +31,7 @@ def main() -> None:
 
     result, metrics = finetune_task(
         "question-answering", args.model, args.train, args.validation,
-        TrainingConfig(epochs=args.epochs, batch_size=8, learning_rate=2e-4, output_dir=args.out),
+        TrainingConfig(num_train_epochs=args.epochs, per_device_train_batch_size=8, learning_rate=2e-4, output_dir=args.out),
         DataOptions(max_seq_len=args.max_seq_len, doc_stride=args.max_seq_len // 4))
     for record in result.history:
         print(record)

@@ -29,7 +29,7 @@ def main() -> None:
 
     result, metrics = finetune_task(
         "token-classification", args.model, args.train, args.validation,
-        TrainingConfig(epochs=args.epochs, batch_size=8, learning_rate=1e-4, output_dir=args.out),
+        TrainingConfig(num_train_epochs=args.epochs, per_device_train_batch_size=8, learning_rate=1e-4, output_dir=args.out),
         DataOptions(tags_field=args.tags_field))
     for record in result.history:
         print(record)

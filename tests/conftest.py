@@ -191,7 +191,7 @@ def minilm_mlm_folder(tmp_path_factory):
     torch.manual_seed(0)
     model = cb.AutoModelForMaskedLM.from_pretrained(minilm_folder())
     fine_tune(model, lines, mlm_collate(tokenizer),
-              TrainingConfig(epochs=8, batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -27,9 +27,12 @@ torch.manual_seed(0)
 teacher = cb.ForMaskedLM.from_config(config)
 student = student_from_teacher(teacher, [1])
 tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
-# 30 lines, global batch 8 over 2 micro-batches: the last batch (6) splits unevenly across two processes
+# 30 lines, global batch 8 (per device 4 or 2, 2 micro-batches): the last batch (6) splits unevenly
+# across two processes
+per_device = 8 // (2 * int(os.environ.get("WORLD_SIZE", "1")))
 result = distill(teacher, student, tokenizer, TextCorpus([corpus]),
-                 DistillationConfig(epochs=2, batch_size=8, gradient_accumulation=2, seed=3, learning_rate=1e-3))
+                 DistillationConfig(num_train_epochs=2, per_device_train_batch_size=per_device,
+                                    gradient_accumulation_steps=2, seed=3, learning_rate=1e-3))
 if int(os.environ.get("RANK", "0")) == 0:
     torch.save({"params": {k: v.clone() for k, v in student.state_dict().items()},
                 "losses": [h["loss"] for h in result.history]}, sys.argv[1])

@@ -182,7 +182,7 @@ def test_end_to_end_agora_on_scarce_sentiment_data(tmp_path, minilm_mlm_folder):
     torch.manual_seed(0)
     labeller = cb.AutoModelForSequenceClassification.from_pretrained(minilm_folder(), id2label={0: "0", 1: "1"})
     fine_tune(labeller, read_csv_examples(tmp_path / "train.csv"), classification_collate(tokenizer),
-              TrainingConfig(epochs=8, batch_size=8, learning_rate=1e-4))
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=1e-4))
     labeller.save_pretrained(tmp_path / "labeller")
     tokenizer.save_pretrained(tmp_path / "labeller")
 

@@ -209,7 +209,7 @@ def test_finetune_text_classification(tmp_path):
     out_dir = tmp_path / "model"
     run = cli("finetune", "text-classification", "--model", str(minilm_folder()), "--train", str(tmp_path / "train.csv"),
               "--validation", str(tmp_path / "dev.csv"), "--text-column", "review", "--label-column", "sentiment",
-              "--epochs", "4", "--learning-rate", "1e-4", "--output-dir", str(out_dir))
+              "--num-train-epochs", "4", "--learning-rate", "1e-4", "--output-dir", str(out_dir))
     assert run.returncode == 0, run.stderr
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["eval_accuracy"] >= 0.85 and metrics["best_epoch"] in (1, 2, 3, 4)
@@ -220,16 +220,18 @@ def test_finetune_text_classification(tmp_path):
 
 
 def test_finetune_accumulation_bf16_checkpoint_and_resume(tmp_path, model_dir):
-    """--gradient-accumulation, --bf16 and --checkpoint-dir train and print each epoch as it ends;
+    """--gradient-accumulation-steps, --bf16, --device, --progress and --checkpoint-dir train and print
+    each epoch as it ends (and a progress bar);
     --resume after a finished run continues from the saved state (nothing left to train: the same
     history); --resume without a checkpoint folder is an error."""
     data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
     args = ["finetune", "text-classification", "--model", str(model_dir), "--train", str(data / "sentiment_dev.csv"),
-            "--epochs", "2", "--batch-size", "8", "--gradient-accumulation", "2", "--bf16",
-            "--checkpoint-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out")]
+            "--num-train-epochs", "2", "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2",
+            "--bf16", "--device", "cpu", "--progress", "--checkpoint-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out")]
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     assert "finetune: epoch 1:" in first.stderr and "finetune: epoch 2:" in first.stderr
+    assert "fine-tuning: 100%" in first.stderr and "10/10" in first.stderr  # 40 examples, 8 per step, 2 epochs
     assert (tmp_path / "state" / "trainer_state.pt").is_file()
     again = cli(*args, "--resume")
     assert again.returncode == 0, again.stderr
@@ -254,8 +256,8 @@ def test_finetune_token_classification_and_qa(tmp_path):
 
     data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
     ner = cli("finetune", "token-classification", "--model", str(minilm_folder()), "--train",
-              str(data / "ner_train.jsonl"), "--validation", str(data / "ner_dev.jsonl"), "--epochs", "1",
-              "--learning-rate", "1e-4", "--batch-size", "8", "--output-dir", str(tmp_path / "ner"))
+              str(data / "ner_train.jsonl"), "--validation", str(data / "ner_dev.jsonl"),
+              "--num-train-epochs", "1", "--learning-rate", "1e-4", "--per-device-train-batch-size", "8", "--output-dir", str(tmp_path / "ner"))
     assert ner.returncode == 0, ner.stderr
     metrics = json.loads((tmp_path / "ner" / "metrics.json").read_text())
     assert {"eval_f1", "eval_precision", "eval_recall", "eval_accuracy"} <= set(metrics) and metrics["best_epoch"] == 1
@@ -263,8 +265,8 @@ def test_finetune_token_classification_and_qa(tmp_path):
     assert all(e["entity"] in ("B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG") for e in entities)
 
     qa = cli("finetune", "question-answering", "--model", str(minilm_folder()), "--train", str(data / "qa_dev.jsonl"),
-             "--validation", str(data / "qa_dev.jsonl"), "--epochs", "1", "--max-seq-len", "96", "--doc-stride", "32",
-             "--output-dir", str(tmp_path / "qa"))
+             "--validation", str(data / "qa_dev.jsonl"), "--num-train-epochs", "1", "--max-seq-len", "96",
+             "--doc-stride", "32", "--output-dir", str(tmp_path / "qa"))
     assert qa.returncode == 0, qa.stderr
     metrics = json.loads((tmp_path / "qa" / "metrics.json").read_text())
     assert 0 <= metrics["eval_exact_match"] <= metrics["eval_f1"] <= 100
@@ -272,7 +274,7 @@ def test_finetune_token_classification_and_qa(tmp_path):
     assert answer["answer"] in "Ada lived in London."
 
     mc = cli("finetune", "multiple-choice", "--model", str(minilm_folder()), "--train", str(data / "mc_dev.jsonl"),
-             "--validation", str(data / "mc_dev.jsonl"), "--epochs", "1", "--output-dir", str(tmp_path / "mc"))
+             "--validation", str(data / "mc_dev.jsonl"), "--num-train-epochs", "1", "--output-dir", str(tmp_path / "mc"))
     assert mc.returncode == 0, mc.stderr
     assert 0 <= json.loads((tmp_path / "mc" / "metrics.json").read_text())["eval_accuracy"] <= 1
     assert cb.AutoModelForMultipleChoice.from_pretrained(tmp_path / "mc").classifier.weight.shape[0] == 1
@@ -307,8 +309,8 @@ def test_training_defaults_come_from_the_configs():
 
     commands = _commands()
     tune = commands["finetune"].parse_args(["text-classification", "--model", "m", "--train", "t", "--output-dir", "o"])
-    assert (tune.epochs, tune.learning_rate, tune.batch_size) == (TrainingConfig.epochs, TrainingConfig.learning_rate,
-                                                                  TrainingConfig.batch_size)
+    assert (tune.num_train_epochs, tune.learning_rate, tune.per_device_train_batch_size, tune.device) == (
+        TrainingConfig.num_train_epochs, TrainingConfig.learning_rate, TrainingConfig.per_device_train_batch_size, None)
     assert (tune.max_seq_len, tune.doc_stride) == (DataOptions.max_seq_len, DataOptions.doc_stride)
     still = commands["distill"].parse_args(["--teacher", "m", "--corpus", "c", "--output-dir", "o"])
     assert (still.learning_rate, still.temperature, still.mask_smoothing) == (

@@ -145,16 +145,16 @@ def test_distill_refuses_mismatched_models(tmp_path):
     narrow = cb.ForMaskedLM.from_config(cb.BertConfig.tiny(vocab_size=30522, hidden_size=16, intermediate_size=32))
     corpus = TextCorpus([CORPUS / "corpus_dev.txt"])
     with pytest.raises(ValueError, match="teacher is 32 wide and the student 16; set alpha_cos=0"):
-        distill(teacher, narrow, tokenizer, corpus, DistillationConfig(epochs=1))
+        distill(teacher, narrow, tokenizer, corpus, DistillationConfig(num_train_epochs=1))
     small_vocab = cb.ForMaskedLM.from_config(cb.BertConfig.tiny())
     with pytest.raises(ValueError, match="teacher vocabulary 30522 != student vocabulary 99"):
-        distill(teacher, small_vocab, tokenizer, corpus, DistillationConfig(epochs=1))
+        distill(teacher, small_vocab, tokenizer, corpus, DistillationConfig(num_train_epochs=1))
     with pytest.raises(ValueError, match="corpus file .*missing.txt does not exist"):
         TextCorpus([tmp_path / "missing.txt"])
     (tmp_path / "blank.txt").write_text("\n  \n")
     with pytest.raises(ValueError, match="holds no text"):
         distill(teacher, student_from_teacher(teacher, [0]), tokenizer, TextCorpus([tmp_path / "blank.txt"]),
-                DistillationConfig(epochs=1))
+                DistillationConfig(num_train_epochs=1))
 
 
 @pytest.mark.slow
@@ -183,7 +183,8 @@ def test_end_to_end_distillation_brings_the_student_closer(tmp_path, minilm_mlm_
     out = tmp_path / "student"
     run = subprocess.run([sys.executable, "-m", "compactbert", "distill", "--teacher", str(minilm_mlm_folder),
                           "--corpus", str(CORPUS / "corpus_train.txt"), "--validation", str(CORPUS / "corpus_dev.txt"),
-                          "--layers", "0,2,5", "--epochs", "3", "--batch-size", "16", "--output-dir", str(out)],
+                          "--layers", "0,2,5", "--num-train-epochs", "3", "--per-device-train-batch-size", "16",
+                          "--output-dir", str(out)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())

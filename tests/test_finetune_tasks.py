@@ -160,7 +160,7 @@ def test_token_classification_learns_on_real_weights(wordpiece):
     model = cb.AutoModelForTokenClassification.from_pretrained(minilm_folder(), id2label=id2tag)
     before = token_metrics(model, held_out, wordpiece, id2tag)["f1"]
     result = fine_tune(model, train, token_collate(wordpiece, tag2id),
-                       TrainingConfig(epochs=8, batch_size=8, learning_rate=1e-4, metric="f1"),
+                       TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=1e-4, metric_for_best_model="f1"),
                        evaluate=lambda m: token_metrics(m, select, wordpiece, id2tag))
     after = token_metrics(model, held_out, wordpiece, id2tag)
     assert after["f1"] >= 0.8 and before < 0.2, (before, after, result.history)
@@ -183,7 +183,7 @@ def test_question_answering_learns_on_real_weights(wordpiece):
     model = cb.AutoModelForQuestionAnswering.from_pretrained(minilm_folder())
     before = qa_metrics(model, held_out, wordpiece, 128, 32)
     fine_tune(model, qa_windows(wordpiece, train, 128, 32), qa_collate(wordpiece),
-              TrainingConfig(epochs=8, batch_size=8, learning_rate=2e-4, metric="f1"),
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=2e-4, metric_for_best_model="f1"),
               evaluate=lambda m: qa_metrics(m, select, wordpiece, 128, 32))
     after = qa_metrics(model, held_out, wordpiece, 128, 32)
     assert after["f1"] >= 35 and after["f1"] >= before["f1"] + 20, (before, after)
@@ -194,7 +194,7 @@ def test_finetune_task_writes_a_folder_transformers_loads(tmp_path, caplog):
     tokenizer and metrics.json; transformers loads the heads with the same outputs. A metric the
     recipe overrides is named in a warning."""
     folder = minilm_folder()
-    config = dict(epochs=1, batch_size=4, learning_rate=1e-4)
+    config = dict(num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-4)
     few = tmp_path / "few.jsonl"
     few.write_text("".join((DATA / "ner_train.jsonl").read_text().splitlines(keepends=True)[:8]))
     result, metrics = finetune_task("token-classification", folder, few, few,
@@ -212,9 +212,10 @@ def test_finetune_task_writes_a_folder_transformers_loads(tmp_path, caplog):
     few.write_text("".join((DATA / "qa_train.jsonl").read_text().splitlines(keepends=True)[:6]))
     assert "overridden" not in caplog.text
     _, metrics = finetune_task("question-answering", folder, few, few,
-                               TrainingConfig(output_dir=tmp_path / "qa", metric="loss", **config),
-                               DataOptions(max_seq_len=96, doc_stride=32))
-    assert "keeps the epoch with the highest f1 for question-answering; metric='loss'" in caplog.text
+                               TrainingConfig(output_dir=tmp_path / "qa", metric_for_best_model="loss", **config),
+                               DataOptions(max_seq_len=96, doc_stride=60))
+    assert "keeps the epoch with the highest f1 for question-answering; metric_for_best_model='loss'" in caplog.text
+    assert "windows of 96 tokens overlapping by 48 (asked: 96 and 60)" in caplog.text
     assert set(metrics) >= {"eval_exact_match", "eval_f1", "best_epoch"}
     theirs = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")
     ours = cb.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "qa")
@@ -252,6 +253,6 @@ def test_multiple_choice_learns_on_real_weights(wordpiece):
     torch.manual_seed(0)
     model = cb.AutoModelForMultipleChoice.from_pretrained(minilm_folder())
     before = choice_metrics(model, dev, wordpiece)["accuracy"]
-    result = fine_tune(model, train, choice_collate(wordpiece), TrainingConfig(epochs=6, batch_size=8, learning_rate=1e-4))
+    result = fine_tune(model, train, choice_collate(wordpiece), TrainingConfig(num_train_epochs=6, per_device_train_batch_size=8, learning_rate=1e-4))
     after = choice_metrics(model, dev, wordpiece)["accuracy"]
     assert after >= 0.5 and after >= before + 0.25, (before, after, result.history)

@@ -49,11 +49,12 @@ def _tiny_setup():
 def test_gradient_accumulation_equals_one_big_batch():
     config, tokenizer, examples = _tiny_setup()
     results = []
-    for accumulation in (1, 4):
+    for per_device, accumulation in ((8, 1), (2, 4)):  # one step sees per device x accumulation examples
         torch.manual_seed(0)
         model = cb.AutoModelForSequenceClassification.from_config(config)
         fine_tune(model, examples, classification_collate(tokenizer),
-                  TrainingConfig(epochs=1, batch_size=8, gradient_accumulation=accumulation, warmup_ratio=0.0))
+                  TrainingConfig(num_train_epochs=1, per_device_train_batch_size=per_device,
+                                 gradient_accumulation_steps=accumulation, warmup_ratio=0.0))
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(results[0], results[1], atol=1e-6)
 
@@ -64,14 +65,30 @@ def test_seeded_runs_are_identical():
     for _ in range(2):
         torch.manual_seed(0)
         model = cb.AutoModelForSequenceClassification.from_config(config)
-        result = fine_tune(model, examples, classification_collate(tokenizer), TrainingConfig(epochs=2, batch_size=8))
+        result = fine_tune(model, examples, classification_collate(tokenizer),
+                           TrainingConfig(num_train_epochs=2, per_device_train_batch_size=8))
         histories.append([h["train_loss"] for h in result.history])
     assert histories[0] == histories[1]
 
 
 def test_config_checks():
-    with pytest.raises(ValueError, match="divisible by gradient_accumulation"):
-        TrainingConfig(batch_size=10, gradient_accumulation=4)
+    with pytest.raises(ValueError, match="per_device_train_batch_size and gradient_accumulation_steps must be"):
+        TrainingConfig(per_device_train_batch_size=0)
+    with pytest.raises(ValueError, match="bf16 and fp16 exclude each other"):
+        TrainingConfig(bf16=True, fp16=True)
+    TrainingConfig(per_device_train_batch_size=10, gradient_accumulation_steps=4)  # no divisibility needed
+
+
+@pytest.mark.parametrize("config_class", ["TrainingConfig", "DistillationConfig"])
+@pytest.mark.parametrize("old, new", [("epochs", "num_train_epochs"), ("batch_size", "per_device_train_batch_size"),
+                                      ("gradient_accumulation", "gradient_accumulation_steps")])
+def test_old_setting_names_say_the_new_ones(config_class, old, new):
+    import compactbert.training as training
+
+    with pytest.raises(TypeError, match=f"{config_class}\\({old}=...\\) is now {new}, as transformers names it"):
+        getattr(training, config_class)(**{old: 2})
+    with pytest.raises(TypeError, match="is now metric_for_best_model"):
+        TrainingConfig(metric="f1")
 
 
 @pytest.mark.slow
@@ -87,7 +104,8 @@ def test_fine_tuning_real_weights_learns(tmp_path):
     select, held_out = dev[:20], dev[20:]
     before = classification_metrics(model, held_out, tokenizer)["accuracy"]
     result = fine_tune(model, train, classification_collate(tokenizer),
-                       TrainingConfig(epochs=4, batch_size=16, learning_rate=1e-4, output_dir=tmp_path / "best"),
+                       TrainingConfig(num_train_epochs=4, per_device_train_batch_size=16, learning_rate=1e-4,
+                                      output_dir=tmp_path / "best"),
                        evaluate=lambda m: classification_metrics(m, select, tokenizer))
     after = classification_metrics(model, held_out, tokenizer)
     assert after["accuracy"] >= 0.85, (before, result.history)
@@ -107,12 +125,19 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     # equal because both trained the same way, not because nothing moved
     assert all(torch.equal(a["initial"][k], b["initial"][k]) for k in a["initial"])
     assert not torch.allclose(a["params"]["classifier.weight"], a["initial"]["classifier.weight"], atol=1e-4)
+    # Rank 0 alone evaluated; rank 1 received its metrics, kept the same epoch and holds the same weights.
+    other = torch.load(tmp_path / "double.pt.rank1")
+    assert b["evaluations"] == [1, 2, 3] and other["evaluations"] == []
+    assert other["history"] == b["history"] and other["best_epoch"] == b["best_epoch"] == 2
+    assert b["history"][1]["weight_sum"] == pytest.approx(a["history"][1]["weight_sum"], rel=1e-5)
+    for name, value in b["params"].items():
+        assert torch.equal(value, other["params"][name]), name
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     config, tokenizer, examples = _tiny_setup()
     config = config.replace(hidden_dropout_prob=0.1)  # dropout on: the random generators must be restored too
-    settings = dict(epochs=3, batch_size=8, seed=1)
+    settings = dict(num_train_epochs=3, per_device_train_batch_size=8, seed=1)
 
     def run(evaluate, resume=False, model=None):
         torch.manual_seed(0)
@@ -146,7 +171,7 @@ def test_progress_bar(capsys):
     config, tokenizer, examples = _tiny_setup()
     model = cb.AutoModelForSequenceClassification.from_config(config)
     fine_tune(model, examples[:16], classification_collate(tokenizer),
-              TrainingConfig(epochs=2, batch_size=8, progress=True))
+              TrainingConfig(num_train_epochs=2, per_device_train_batch_size=8, progress=True))
     err = capsys.readouterr().err
     assert "fine-tuning" in err and "4/4" in err
 
@@ -170,8 +195,8 @@ def test_keep_best_follows_the_metric_direction(metric, greater, scores, best):
         return {metric: scores[len(weights) - 1]}
 
     result = fine_tune(model, examples[:8], classification_collate(tokenizer),
-                       TrainingConfig(epochs=3, batch_size=8, metric=metric, greater_is_better=greater,
-                                      learning_rate=1e-3, warmup_ratio=0.0), evaluate)
+                       TrainingConfig(num_train_epochs=3, per_device_train_batch_size=8, metric_for_best_model=metric,
+                                      greater_is_better=greater, learning_rate=1e-3, warmup_ratio=0.0), evaluate)
     assert result.best_epoch == best and result.best_metric == scores[best - 1]
     assert torch.equal(model.classifier.weight, weights[best - 1])
 
@@ -187,8 +212,10 @@ def test_training_calls_leave_the_global_random_state_alone(tmp_path):
     corpus.write_text("\n".join(e.text for e in examples[:8]))
     teacher = cb.ForMaskedLM.from_config(config)
     student = student_from_teacher(teacher, [0])  # a random initialisation of its own, drawn here
-    calls = [lambda: fine_tune(model, examples[:8], classification_collate(tokenizer), TrainingConfig(epochs=1)),
-             lambda: distill(teacher, student, tokenizer, TextCorpus([corpus]), DistillationConfig(epochs=1, batch_size=4))]
+    calls = [lambda: fine_tune(model, examples[:8], classification_collate(tokenizer),
+                               TrainingConfig(num_train_epochs=1)),
+             lambda: distill(teacher, student, tokenizer, TextCorpus([corpus]),
+                             DistillationConfig(num_train_epochs=1, per_device_train_batch_size=4))]
     for call in calls:
         torch.manual_seed(123)
         expected = torch.rand(4)

@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from .data import write_json_atomic
-from .finetune import TrainingConfig, fine_tune, keeps_global_rng
+from ..devices import model_device, resolve_device, to_device
+from .finetune import TrainingConfig, fine_tune
+from .runtime import keeps_global_rng
 from .text_classification import TextExample, classification_collate, classification_metrics, classification_predictions
 
 logger = logging.getLogger(__name__)
@@ -107,8 +109,10 @@ class InfillingGenerator:
             masked[chosen] = self.tokenizer.mask_token_id
             where = torch.zeros(1, len(ids), dtype=torch.bool)
             where[0, chosen] = True
+            inputs = to_device({"input_ids": masked[None], "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+                                "positions": where}, model_device(self.model))
             with torch.no_grad():
-                logits = self.model(masked[None], torch.ones(1, len(ids), dtype=torch.long), positions=where).logits
+                logits = self.model(**inputs).logits.float().cpu()
             logits[:, self.banned] = float("-inf")
             logits[torch.arange(n), ids[chosen.sort().values]] = float("-inf")  # never the original token
             best = logits.topk(self.top_k, dim=-1)
@@ -161,18 +165,19 @@ class ClassifierTrainer:
     theta with `fine_tune`, keeping its best epoch on the search dev set; returns (model, score)."""
 
     def __init__(self, make_model: Callable[[], nn.Module], tokenizer: Any, epochs: int = 3,
-                 metric: str = "accuracy", max_grad_norm: float = 1.0) -> None:
+                 metric: str = "accuracy", max_grad_norm: float = 1.0, device: Any = None) -> None:
         self.make_model, self.tokenizer = make_model, tokenizer
-        self.epochs, self.metric, self.max_grad_norm = epochs, metric, max_grad_norm
+        self.epochs, self.metric, self.max_grad_norm, self.device = epochs, metric, max_grad_norm, device
 
     @keeps_global_rng
     def __call__(self, theta: Hyperparameters, train: Sequence[TextExample],
                  dev: Sequence[TextExample]) -> tuple[nn.Module, float]:
         torch.manual_seed(theta.seed)  # the new head's initialisation
         model = self.make_model()
-        config = TrainingConfig(epochs=self.epochs, batch_size=theta.batch_size, learning_rate=theta.learning_rate,
-                                weight_decay=theta.weight_decay, warmup_ratio=theta.warmup_ratio, seed=theta.seed,
-                                metric=self.metric, max_grad_norm=self.max_grad_norm)
+        config = TrainingConfig(num_train_epochs=self.epochs, per_device_train_batch_size=theta.batch_size,
+                                learning_rate=theta.learning_rate, weight_decay=theta.weight_decay,
+                                warmup_ratio=theta.warmup_ratio, seed=theta.seed, metric_for_best_model=self.metric,
+                                max_grad_norm=self.max_grad_norm, device=self.device)
         result = fine_tune(model, list(train), classification_collate(self.tokenizer), config,
                            lambda m: classification_metrics(m, dev, self.tokenizer))
         return model, float(result.best_metric)
@@ -314,17 +319,20 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
                      labeller: str | os.PathLike, filler: str | os.PathLike, thetas: Sequence[Hyperparameters],
                      output_dir: str | os.PathLike, epochs: int = 3, holdout: float = 0.3, neighbours: int = 1,
                      max_replays: int = 1, text_column: str = "text", label_column: str = "label",
-                     text_pair_column: str | None = None, seed: int = 0,
+                     text_pair_column: str | None = None, seed: int = 0, device: Any = None,
                      hub: dict[str, Any] | None = None) -> AgoraResult:
     """Agora on a classification task in files: candidates from `model` (a fresh head each), the
     labeller S a fine-tuned classifier folder or name, the generator in-filling with the masked-LM
-    `filler`. Saves the best model with its tokenizer and agora_report.json in `output_dir`."""
+    `filler`. Saves the best model with its tokenizer and agora_report.json in `output_dir`.
+    device: where the three models run and candidates train (as `resolve_device` takes it; default
+    CUDA when present, else the CPU)."""
     from ..modeling import ForMaskedLM
     from ..tasks import AutoModelForSequenceClassification
     from ..tokenizer_files import AutoTokenizer
     from .text_classification import label_mapping, read_csv_examples
 
     hub = hub or {}
+    target = resolve_device("auto" if device is None else device)
     columns = dict(text_column=text_column, label_column=label_column, text_pair_column=text_pair_column)
     label2id = label_mapping(train, label_column)
     examples = read_csv_examples(train, label2id=label2id, **columns)
@@ -332,14 +340,14 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
     tokenizer = AutoTokenizer.from_pretrained(model, **hub)
     torch.manual_seed(seed)
     base = AutoModelForSequenceClassification.from_pretrained(
-        model, id2label={i: name for name, i in label2id.items()}, **hub)
-    judge = AutoModelForSequenceClassification.from_pretrained(labeller, **hub)
+        model, id2label={i: name for name, i in label2id.items()}, device=target, **hub)
+    judge = AutoModelForSequenceClassification.from_pretrained(labeller, device=target, **hub)
     mapping = labeller_mapping({i: judge.config.label_name(i) for i in range(judge.config.num_labels)}, label2id,
                                f"the labeller {labeller}")
-    infill = InfillingGenerator(ForMaskedLM.from_pretrained(filler, **hub), AutoTokenizer.from_pretrained(filler, **hub),
-                                seed=seed)
+    infill = InfillingGenerator(ForMaskedLM.from_pretrained(filler, device=target, **hub),
+                                AutoTokenizer.from_pretrained(filler, **hub), seed=seed)
     os.makedirs(output_dir, exist_ok=True)
-    result = agora(examples, dev, thetas, ClassifierTrainer(fresh_head_copies(base), tokenizer, epochs), infill,
+    result = agora(examples, dev, thetas, ClassifierTrainer(fresh_head_copies(base), tokenizer, epochs, device=target), infill,
                    ClassifierLabeller(judge, AutoTokenizer.from_pretrained(labeller, **hub), mapping),
                    lambda m, items: classification_predictions(m, items, tokenizer), holdout=holdout,
                    neighbours=neighbours, max_replays=max_replays, seed=seed,

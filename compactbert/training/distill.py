@@ -29,9 +29,8 @@ from torch import nn
 
 from .data import write_json_atomic
 from ..options import option
-from .finetune import (
-    _Distributed, check_schedule, is_main_process, keeps_global_rng, linear_schedule, parameter_groups,
-)
+from .finetune import check_schedule, linear_schedule, parameter_groups, refuse_renamed
+from .runtime import Runtime, is_main_process, keeps_global_rng, precision
 from .masking import chunks, mlm_collate, token_weights
 
 logger = logging.getLogger(__name__)
@@ -136,9 +135,11 @@ class TextCorpus:
 
 @dataclass
 class DistillationConfig:
-    epochs: int = option(3, "passes over the corpus")
-    batch_size: int = option(32, "sequences per optimizer step over all processes (micro-batch x accumulation x N)")
-    gradient_accumulation: int = option(1, "micro-batches per optimizer step")
+    num_train_epochs: int = option(3, "passes over the corpus")
+    per_device_train_batch_size: int = option(
+        32, "sequences per forward pass on each device; an optimizer step sees this x "
+        "gradient_accumulation_steps x processes")
+    gradient_accumulation_steps: int = option(1, "forward passes whose gradients add up to one optimizer step")
     learning_rate: float = option(5e-4, "peak learning rate (the paper's)")
     betas: tuple[float, float] = option((0.9, 0.98), "Adam betas (the paper's)")
     weight_decay: float = option(0.0, "decoupled decay, never on biases or norms")
@@ -151,11 +152,21 @@ class DistillationConfig:
     mlm_probability: float = option(0.15, "share of tokens masked in each batch")
     mask_smoothing: float | None = option(None, "0.7 picks tokens with chance count^-0.7 (the paper); None: uniform")
     max_length: int = option(128, "tokens per sequence (longer lines are truncated)")
+    bf16: bool = option(False, "bfloat16 autocast for both models' forward passes (CPU and CUDA)")
+    fp16: bool = option(False, "float16 autocast with loss scaling (CUDA; refused for MobileBERT)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, mps; default: the student's accelerator, else CUDA "
+                                "when present (the local rank's GPU under torchrun), else cpu")
     seed: int = option(0, "seed of masking, shuffling and the student's initialisation")
     output_dir: str | os.PathLike | None = option(None, "the student is saved here (Hub layout) with the tokenizer")
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "DistillationConfig":
+        refuse_renamed(cls, kwargs)
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
-        check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)
+        check_schedule(self.num_train_epochs, self.per_device_train_batch_size, self.gradient_accumulation_steps,
+                       self.warmup_ratio)
+        precision(self.bf16, self.fp16)
         if not 0 < self.mlm_probability < 1 or self.temperature <= 0:
             raise ValueError("mlm_probability must be in (0, 1) and temperature positive")
 
@@ -182,29 +193,32 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
     if len(tokenizer) > teacher.config.vocab_size:
         raise ValueError(f"the tokenizer's {len(tokenizer)} tokens do not fit the models' vocabulary of "
                          f"{teacher.config.vocab_size}")
-    dist = _Distributed()
+    run = Runtime.start(student, config.device, precision(config.bf16, config.fp16))
+    teacher.to(run.device)
     torch.manual_seed(config.seed)
     lines, counts = corpus.statistics(tokenizer, config.max_length)
     weights = token_weights(counts, config.mask_smoothing, sorted(tokenizer.all_special_ids))
     # Seeded alike on every process, so all draw the same masks.
     masked_batch = mlm_collate(tokenizer, config.mlm_probability, config.seed, config.max_length, weights)
-    micro = config.batch_size // config.gradient_accumulation
-    total = math.ceil(lines / config.batch_size) * config.epochs
-    runner: nn.Module = nn.parallel.DistributedDataParallel(student) if dist.world > 1 else student
+    micro = config.per_device_train_batch_size
+    global_size = micro * config.gradient_accumulation_steps * run.world
+    total = math.ceil(lines / global_size) * config.num_train_epochs
+    runner = run.wrap(student)
     optimizer = torch.optim.AdamW(parameter_groups(student, config.weight_decay), lr=config.learning_rate,
                                   betas=config.betas)
     scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
+    scaler = run.scaler()
     teacher.eval()
     result = DistillationResult()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, config.num_train_epochs + 1):
         student.train()
         sums = {"loss": 0.0, "ce": 0.0, "mlm": 0.0, "cos": 0.0}
         batches = 0
-        for global_batch in chunks(iter(corpus), config.batch_size):
+        for global_batch in chunks(iter(corpus), global_size):
             # Every process masks the whole global batch alike, then trains on its share of the rows:
             # the result equals one process training on the whole batch.
-            inputs = masked_batch(global_batch)
-            rows = dist.shard(list(range(len(global_batch))))
+            inputs = run.move(masked_batch(global_batch))
+            rows = run.shard(list(range(len(global_batch))))
             optimizer.zero_grad(set_to_none=True)
             counts = (int(inputs["attention_mask"].sum()), max(1, int((inputs["labels"] != -100).sum())))
             for part in chunks(iter(rows), micro) if rows else [[]]:
@@ -213,21 +227,24 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
                     continue
                 # Each part's loss is its share of the global batch's mean (token counts of the whole
                 # batch), times the world size, which DDP's gradient averaging divides out.
-                terms = _loss(teacher, runner, {k: v[part] for k, v in inputs.items()}, config, counts)
-                (terms.total * dist.world).backward()
+                with run.autocast():
+                    terms = _loss(teacher, runner, {k: v[part] for k, v in inputs.items()}, config, counts)
+                scaler.scale(terms.total * run.world).backward()
                 for key, value in zip(sums, (terms.total, terms.ce, terms.mlm, terms.cos)):
                     sums[key] += value.item()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             batches += 1
             result.steps += 1
-        record = {"epoch": epoch, **{k: dist.mean(v) * dist.world / max(1, batches) for k, v in sums.items()}}
+        record = {"epoch": epoch, **{k: run.mean(v) * run.world / max(1, batches) for k, v in sums.items()}}
         result.history.append(record)
-        if dist.rank == 0:
+        if run.rank == 0:
             logger.info("epoch %d: %s", epoch, record)
     student.eval()
-    if config.output_dir is not None and dist.rank == 0:
+    if config.output_dir is not None and run.rank == 0:
         student.save_pretrained(config.output_dir)
         tokenizer.save_pretrained(config.output_dir)
     return result
@@ -240,7 +257,9 @@ def _loss(teacher: nn.Module, student: nn.Module, inputs: dict[str, torch.Tensor
     with torch.no_grad():
         taught = teacher(*args, positions=real)  # logits (N, V), hidden states (N, H)
     learnt = student(*args, positions=real)
-    return distillation_loss(learnt.logits, taught.logits, learnt.last_hidden_state, taught.last_hidden_state,
+    # The loss in float32 whatever the autocast precision of the forward passes.
+    return distillation_loss(learnt.logits.float(), taught.logits.float(), learnt.last_hidden_state.float(),
+                             taught.last_hidden_state.float(),
                              inputs["labels"][real], config.temperature, config.alpha_ce, config.alpha_mlm,
                              config.alpha_cos, *counts)
 

@@ -1,16 +1,13 @@
 """A compact fine-tuning loop, readable in one sitting.
 
 AdamW with no weight decay on biases and norms, linear warm-up then linear decay, global
-gradient-norm clipping, gradient accumulation, optional bf16 autocast, evaluation after every
-epoch, keep-best, seeded shuffling. Works for any compactbert model whose forward returns `.loss`.
+gradient-norm clipping, gradient accumulation, bf16 or fp16 autocast on any device, evaluation
+after every epoch, keep-best, seeded shuffling, resume, torchrun. Works for any compactbert model whose forward returns `.loss`.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import copy
-import functools
 import logging
 import math
 import os
@@ -22,22 +19,30 @@ from torch import nn
 
 from ..layers import NoNorm
 from ..options import option
+from .runtime import Runtime, keeps_global_rng, precision
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = option(3, "passes over the training data")
-    batch_size: int = option(16, "examples per optimizer step (per micro-batch x gradient_accumulation)")
+    """Settings of `fine_tune`, named as transformers' TrainingArguments name them."""
+
+    num_train_epochs: int = option(3, "passes over the training data")
+    per_device_train_batch_size: int = option(
+        16, "examples per forward pass on each device; an optimizer step sees this x "
+        "gradient_accumulation_steps x processes")
+    gradient_accumulation_steps: int = option(1, "forward passes whose gradients add up to one optimizer step")
     learning_rate: float = option(5e-5, "peak learning rate, reached after warm-up")
     weight_decay: float = option(0.01, "decoupled decay, never on biases or norm weights")
     warmup_ratio: float = option(0.1, "share of all steps spent warming up linearly from 0")
     max_grad_norm: float = option(1.0, "global gradient-norm clip; 0 disables clipping")
-    gradient_accumulation: int = option(1, "micro-batches per optimizer step")
-    bf16: bool = option(False, "bfloat16 autocast for the forward pass")
-    seed: int = option(0, "shuffling and initialisation of new heads")
-    metric: str = option("accuracy", "evaluation metric that decides the best epoch")
+    bf16: bool = option(False, "bfloat16 autocast for the forward pass (CPU and CUDA)")
+    fp16: bool = option(False, "float16 autocast with loss scaling (CUDA; refused for MobileBERT)")
+    device: str | None = option(None, "cpu, cuda, cuda:1, mps; default: the model's accelerator, else CUDA when "
+                                "present (the local rank's GPU under torchrun), else cpu")
+    seed: int = option(0, "shuffling, dropout and initialisation of new heads")
+    metric_for_best_model: str = option("accuracy", "evaluation metric that decides the best epoch")
     greater_is_better: bool | None = option(
         None, "whether a higher metric is better; by default yes, unless the metric's name ends in loss, "
         "mse, mae, rmse, error or perplexity")
@@ -45,26 +50,42 @@ class TrainingConfig:
     checkpoint_dir: str | os.PathLike | None = option(None, "trainer state after every epoch, for resume=True")
     progress: bool = option(False, "a progress bar on standard error (rank 0 only)")
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> "TrainingConfig":
+        refuse_renamed(cls, kwargs)
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
-        check_schedule(self.epochs, self.batch_size, self.gradient_accumulation, self.warmup_ratio)
+        check_schedule(self.num_train_epochs, self.per_device_train_batch_size, self.gradient_accumulation_steps,
+                       self.warmup_ratio)
+        precision(self.bf16, self.fp16)
 
     def better(self, score: float, best: float | None) -> bool:
         """Whether `score` beats the best so far, in the metric's direction."""
         greater = self.greater_is_better
         if greater is None:  # transformers' rule ("...loss" is lower-better), and the usual error names
-            greater = not self.metric.lower().endswith(_LOWER_IS_BETTER)
+            greater = not self.metric_for_best_model.lower().endswith(_LOWER_IS_BETTER)
         return best is None or (score > best if greater else score < best)
 
 
 _LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "perplexity")
+# compactbert's names before 0.3 -> transformers' names, which replaced them.
+RENAMED = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+           "gradient_accumulation": "gradient_accumulation_steps", "metric": "metric_for_best_model"}
 
 
-def check_schedule(epochs: int, batch_size: int, gradient_accumulation: int, warmup_ratio: float) -> None:
+def refuse_renamed(cls: type, kwargs: dict[str, Any]) -> None:
+    """A TypeError naming the new name when a config is built with an old one."""
+    for old in kwargs.keys() & RENAMED.keys():
+        raise TypeError(f"{cls.__name__}({old}=...) is now {RENAMED[old]}, as transformers names it"
+                        + (" (per device, before accumulation: the global batch is this x "
+                           "gradient_accumulation_steps x processes)" if old == "batch_size" else ""))
+
+
+def check_schedule(epochs: int, batch_size: int, accumulation: int, warmup_ratio: float) -> None:
     """The checks every training config shares, with messages saying what to change."""
-    if epochs < 1 or batch_size < 1 or gradient_accumulation < 1:
-        raise ValueError("epochs, batch_size and gradient_accumulation must be at least 1")
-    if batch_size % gradient_accumulation:
-        raise ValueError(f"batch_size {batch_size} must be divisible by gradient_accumulation {gradient_accumulation}")
+    if epochs < 1 or batch_size < 1 or accumulation < 1:
+        raise ValueError("num_train_epochs, per_device_train_batch_size and gradient_accumulation_steps must be "
+                         "at least 1")
     if not 0 <= warmup_ratio < 1:
         raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
 
@@ -104,54 +125,6 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class _Distributed:
-    """Rank and world size under torchrun (gloo on CPU, nccl on GPU); a single process otherwise."""
-
-    def __init__(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-            # Processes that leave while a peer's communication threads run abort ("terminate called
-            # without an active exception"): wait for each other and close the group at exit.
-            atexit.register(_close_process_group)
-
-    def shard(self, examples: list[Any]) -> list[Any]:
-        """This rank's contiguous share of a global batch (possibly empty for a short last batch)."""
-        per = math.ceil(len(examples) / self.world)
-        return examples[self.rank * per:(self.rank + 1) * per]
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        torch.distributed.all_reduce(tensor)
-        return tensor.item() / self.world
-
-
-def keeps_global_rng(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Run `function` on a copy of the global random state (CPU and every CUDA device): the seeding
-    a training call does for shuffling, dropout and new heads leaves the caller's stream untouched."""
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
-            return function(*args, **kwargs)
-
-    return wrapper
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun, or a single process: the one that logs and writes files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _close_process_group() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-
-
 _STATE_FILE = "trainer_state.pt"
 
 
@@ -169,95 +142,106 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
               resume: bool = False) -> TrainingResult:
     """Train `model` on `train`; `collate` turns a list of examples into model keyword arguments
     (with labels). After each epoch `evaluate(model)` returns metrics; the best epoch by
-    `config.metric` is restored at the end (and saved to `config.output_dir`).
+    `config.metric_for_best_model` is restored at the end (and saved to `config.output_dir`).
 
-    With `config.checkpoint_dir`, the trainer state (model, optimizer, schedule, random generators,
-    history) is saved after every epoch; `resume=True` continues from it, giving the same result
-    as an uninterrupted run.
+    The model moves to `config.device` (see TrainingConfig.device) and stays there; batches follow
+    it. With `config.checkpoint_dir`, the trainer state (model, optimizer, schedule, loss scale,
+    random generators of the CPU and the device, history) is saved after every epoch; `resume=True`
+    continues from it, giving the same result as an uninterrupted run.
 
-    Runs unchanged under `torchrun --nproc_per_node=N`: each global batch of `batch_size` is split
-    across the processes and gradients are averaged (DistributedDataParallel), so the result equals
-    a single-process run with the same global batch. Only rank 0 logs and saves.
+    Runs unchanged under `torchrun --nproc_per_node=N`: a step takes a global batch of
+    per_device_train_batch_size x gradient_accumulation_steps x N examples, splits it across the
+    processes and averages gradients (DistributedDataParallel), so the result equals one process
+    with the same global batch. Rank 0 evaluates (the others wait for its metrics), logs and saves.
     """
-    dist = _Distributed()
+    run = Runtime.start(model, config.device, precision(config.bf16, config.fp16))
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    micro = config.batch_size // config.gradient_accumulation
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    runner: nn.Module = model
-    if dist.world > 1:
-        runner = nn.parallel.DistributedDataParallel(model)
+    micro = config.per_device_train_batch_size
+    global_size = micro * config.gradient_accumulation_steps * run.world
+    steps_per_epoch = math.ceil(len(train) / global_size)
+    total = steps_per_epoch * config.num_train_epochs
+    runner = run.wrap(model)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.learning_rate)
     scheduler = linear_schedule(optimizer, int(config.warmup_ratio * total), total)
+    scaler = run.scaler()
     result, best_state, first_epoch = TrainingResult(), None, 1
     state_path = os.path.join(config.checkpoint_dir, _STATE_FILE) if config.checkpoint_dir else None
     if resume and state_path and os.path.exists(state_path):
-        state = torch.load(state_path, weights_only=True)
+        # On the CPU first: load_state_dict copies into the model's device, and the optimizer moves its
+        # state to its parameters' device.
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state.get("scaler", {}))
         generator.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        run.set_rng_state(state["rng"] if "rng" in state else {"cpu": state["torch_rng"]})  # (before 0.3)
         result = TrainingResult(state["history"], state["best_epoch"], state["best_metric"])
         best_state, first_epoch = state["best_state"], state["epoch"] + 1
-        if dist.rank == 0:
+        if run.rank == 0:
             logger.info("resuming after epoch %d from %s", state["epoch"], state_path)
-    bar = _progress_bar(total, config.progress and dist.rank == 0, done=(first_epoch - 1) * steps_per_epoch)
-    for epoch in range(first_epoch, config.epochs + 1):
+    bar = _progress_bar(total, config.progress and run.rank == 0, done=(first_epoch - 1) * steps_per_epoch)
+    for epoch in range(first_epoch, config.num_train_epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator).tolist()
         losses = []
-        for start in range(0, len(order), config.batch_size):
-            global_batch = [train[i] for i in order[start:start + config.batch_size]]
-            mine = dist.shard(global_batch)
+        for start in range(0, len(order), global_size):
+            global_batch = [train[i] for i in order[start:start + global_size]]
+            mine = run.shard(global_batch)
             parts = [mine[m:m + micro] for m in range(0, len(mine), micro)] or [[]]
             optimizer.zero_grad(set_to_none=True)
             for n, part in enumerate(parts):
                 last = n == len(parts) - 1
-                sync = runner.no_sync() if (dist.world > 1 and not last) else contextlib.nullcontext()
+                sync = runner.no_sync() if (run.world > 1 and not last) else contextlib.nullcontext()
                 with sync:
                     if not part:  # a short last batch left this rank nothing: join the all-reduce with zeros
                         (sum(p.sum() for p in model.parameters()) * 0.0).backward()
                         continue
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                        loss = runner(**collate(part)).loss
+                    with run.autocast():
+                        loss = runner(**run.move(collate(part))).loss
                     # Weight each micro-batch by its share of the global batch (times the world size,
                     # which DDP's averaging divides out): the gradient is the global-batch mean.
-                    (loss * len(part) * dist.world / len(global_batch)).backward()
+                    scaler.scale(loss * len(part) * run.world / len(global_batch)).backward()
                     losses.append(loss.item() * len(part))
             if config.max_grad_norm:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             if bar is not None:
                 bar.update(1)
-        record = {"epoch": epoch, "train_loss": dist.mean(sum(losses)) * dist.world / len(train)}
+        record = {"epoch": epoch, "train_loss": run.mean(sum(losses)) * run.world / len(train)}
         if evaluate is not None:
-            model.eval()
-            with torch.no_grad():
-                record.update(evaluate(model))
-            score = record.get(config.metric)
+            record.update(run.from_main(_evaluate(model, evaluate) if run.rank == 0 else None))
+            score = record.get(config.metric_for_best_model)
             if score is not None and config.better(score, result.best_metric):
                 result.best_metric, result.best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
-        if dist.rank == 0:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if run.rank == 0:
             logger.info("epoch %d: %s", epoch, record)
         result.history.append(record)
-        if config.checkpoint_dir is not None and dist.rank == 0:
+        if config.checkpoint_dir is not None and run.rank == 0:
             _save_state(config.checkpoint_dir, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "shuffle_rng": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": result.history, "best_epoch": result.best_epoch,
-                "best_metric": result.best_metric, "best_state": best_state})
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "shuffle_rng": generator.get_state(), "rng": run.rng_state(), "history": result.history,
+                "best_epoch": result.best_epoch, "best_metric": result.best_metric, "best_state": best_state})
     if bar is not None:
         bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    if config.output_dir is not None and dist.rank == 0 and hasattr(model, "save_pretrained"):
+    if config.output_dir is not None and run.rank == 0 and hasattr(model, "save_pretrained"):
         model.save_pretrained(config.output_dir)
     return result
+
+
+def _evaluate(model: nn.Module, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        return evaluate(model)
 
 
 def _progress_bar(total: int, enabled: bool, done: int = 0) -> Any:

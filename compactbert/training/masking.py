@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import model_device, to_device
+
 
 def chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive lists of `size` items (the last may be shorter) from a stream."""
@@ -95,13 +97,16 @@ def _seeded_masks(tokenizer: Any, texts: Sequence[str], seed: int, probability: 
 
 
 def _masked_logits(model: nn.Module, batch: dict[str, torch.Tensor], where: torch.Tensor) -> torch.Tensor:
-    """(N, V) float32 logits at the masked positions, computed in eval mode."""
+    """(N, V) float32 logits at the masked positions, computed in eval mode on the model's device,
+    returned on the CPU."""
     was_training = model.training
     model.eval()
+    batch = to_device({**batch, "positions": where}, model_device(model))
     with torch.no_grad():
-        out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), positions=where)
+        out = model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                    positions=batch["positions"])
     model.train(was_training)
-    return out.logits.float()
+    return out.logits.float().cpu()
 
 
 def mlm_comparison(student: nn.Module, teacher: nn.Module, tokenizer: Any, texts: Sequence[str], seed: int = 0,

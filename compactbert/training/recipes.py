@@ -18,7 +18,8 @@ import torch
 
 from .data import write_json_atomic
 from ..options import option
-from .finetune import TrainingConfig, TrainingResult, fine_tune, is_main_process, keeps_global_rng
+from .finetune import TrainingConfig, TrainingResult, fine_tune
+from .runtime import is_main_process, keeps_global_rng
 from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
 from .text_classification import classification_collate, classification_metrics, label_mapping, read_csv_examples
@@ -72,13 +73,15 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
              "question-answering": _question_answering, "multiple-choice": _multiple_choice}[task]
     job = build(model, tokenizer, train, validation, data, hub)
     chosen = SELECTION_METRIC[task]
-    if config.metric not in (chosen, TrainingConfig.metric) or config.greater_is_better is not None:
-        logger.warning("finetune_task keeps the epoch with the highest %s for %s; metric=%r and "
-                       "greater_is_better=%r are overridden", chosen, task, config.metric, config.greater_is_better)
-    config = dataclasses.replace(config, metric=chosen, greater_is_better=True)
+    if config.metric_for_best_model not in (chosen, TrainingConfig.metric_for_best_model) or \
+            config.greater_is_better is not None:
+        logger.warning("finetune_task keeps the epoch with the highest %s for %s; metric_for_best_model=%r and "
+                       "greater_is_better=%r are overridden", chosen, task, config.metric_for_best_model,
+                       config.greater_is_better)
+    config = dataclasses.replace(config, metric_for_best_model=chosen, greater_is_better=True)
     result = fine_tune(job.model, job.train, job.collate, config, job.evaluate, resume=resume)
     kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
-    metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.epochs,
+    metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.num_train_epochs,
                **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
     if is_main_process():  # under torchrun, one process writes
         tokenizer.save_pretrained(config.output_dir)
@@ -122,6 +125,10 @@ def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any,
     limits = [n for n in (tokenizer.model_max_length, network.config.max_position_embeddings) if n]
     length = min([data.max_seq_len, *limits])
     stride = min(data.doc_stride, length // 2)
+    if (length, stride) != (data.max_seq_len, data.doc_stride):
+        logger.warning("question answering windows of %d tokens overlapping by %d (asked: %d and %d): the model "
+                       "reads at most %d tokens and the overlap is capped at half a window", length, stride,
+                       data.max_seq_len, data.doc_stride, min(limits, default=length))
     windows = qa_windows(tokenizer, read_qa_examples(train), length, stride)
     dev = read_qa_examples(validation, "validation") if validation else None
     evaluate = (lambda m: qa_metrics(m, dev, tokenizer, length, stride)) if dev else None

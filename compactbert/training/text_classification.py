@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..devices import model_device, to_device
 from .data import load_records
 from .metrics import classification_scores
 
@@ -37,8 +38,9 @@ def argmax_predictions(model: nn.Module, examples: Sequence[Any], collate: Calla
                        batch_size: int = 32) -> list[int]:
     """The highest-scoring class of every example, batching through a training `collate`."""
     predictions: list[int] = []
+    device = model_device(model)
     for start in range(0, len(examples), batch_size):
-        batch = collate(list(examples[start:start + batch_size]))
+        batch = to_device(collate(list(examples[start:start + batch_size])), device)
         batch.pop("labels")
         with torch.no_grad():
             predictions += model(**batch).logits.argmax(-1).tolist()

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..devices import model_device, to_device
 from .data import load_records
 from .metrics import entity_scores
 
@@ -109,7 +110,7 @@ def predict_tags(model: nn.Module, tokenizer: Any, examples: Sequence[TaggedExam
         batch = _pad(tokenizer, [p[0] for p in pieces], [[0] * len(p[0].ids) for p in pieces])
         batch.pop("labels")
         with torch.no_grad():
-            best = model(**batch).logits.argmax(-1).tolist()  # (B, T)
+            best = model(**to_device(batch, model_device(model))).logits.argmax(-1).tolist()  # (B, T)
         for example, (_, word_of), row in zip(chunk, pieces, best):
             tags = ["O"] * len(example.words)
             for position, label in zip(_first_piece_labels(word_of, list(range(len(example.words)))), row):
