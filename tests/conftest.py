@@ -24,6 +24,11 @@ ORACLE_CLASSES = {
        for task, name in TASK_CLASSES.items()},
 }
 
+# Tests that touch devices run on every device present: the CPU here, CUDA too on a machine with a GPU
+# (reported as skipped, with the reason, where there is none).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="no CUDA device on this machine"))]
+
 TINY = {
     "bert": cb.BertConfig.tiny,
     "mobilebert": cb.MobileBertConfig.tiny,

@@ -14,12 +14,10 @@ import torch
 
 import compactbert as cb
 from conftest import (
-    HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers,
+    DEVICES, HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers,
 )
 
 FAMILIES = ("bert", "mobilebert", "distilbert")
-# The devices this machine has; a machine with a GPU runs every device test on it too.
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture
@@ -126,8 +124,7 @@ def test_dtype_and_torch_dtype(mlm_folder, argument):
 @pytest.mark.parametrize("argument", ["device", "device_map"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_load_onto_device(mlm_folder, device, argument, family):
-    """The weights land on the device asked for; outputs equal the CPU load (CUDA skipped here
-    when this machine has no GPU: DEVICES lists what is present)."""
+    """The weights land on the device asked for; outputs equal the CPU load."""
     folder = mlm_folder(family)
     cpu = cb.AutoModelForMaskedLM.from_pretrained(folder)
     model = cb.AutoModelForMaskedLM.from_pretrained(folder, **{argument: device})

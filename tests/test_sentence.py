@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import minilm_folder, tokenized_checkpoint
+from conftest import DEVICES, minilm_folder, tokenized_checkpoint
 
 st = pytest.importorskip("sentence_transformers")
 
@@ -19,7 +19,6 @@ SENTENCES = ["A man is eating food.", "  A man is eating a piece of bread.  ", "
              "A monkey is playing drums.", "Ein Mann isst.", "?!", "unbelievably uncharacteristic words"]
 # Longer than max_seq_length (256 tokens): truncated as sentence-transformers truncates.
 LONG = " ".join(["Photosynthesis converts light energy into chemical energy stored in sugars."] * 40)
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
