@@ -90,6 +90,9 @@ class Runtime:
             # Processes that leave while a peer's communication threads run abort ("terminate called
             # without an active exception"): wait for each other and close the group at exit.
             atexit.register(_close_process_group)
+        elif world > 1 and torch.distributed.get_backend() == "nccl" and target.type != "cuda":
+            raise ConfigError(f"the process group uses NCCL, which carries only CUDA tensors, but training runs on "
+                              f"{target}; initialise it with 'gloo' or train with device='cuda'")
         if precision == "fp16":
             _check_fp16(model, target)
         model.to(target)
