@@ -1,16 +1,17 @@
 """compactbert: BORT, MobileBERT and DistilBERT in pure PyTorch, on one shared encoder core."""
 
-from .config import AutoConfig, BaseConfig, BertConfig, BortConfig, DistilBertConfig, MobileBertConfig
+from .config import AutoConfig, BaseConfig
+from .families import BertConfig, BortConfig, DistilBertConfig, MobileBertConfig
 from .errors import (
     CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
 )
-from .hub import list_checkpoints
+from .io.hub import list_checkpoints
 from .pipelines import (
     FeatureExtractionPipeline, FillMaskPipeline, QuestionAnsweringPipeline, SentenceEmbeddingPipeline,
     TextClassificationPipeline, TokenClassificationPipeline, pipeline,
 )
 from .sentence import SentenceTransformer
-from .tasks import (
+from .models.task_models import (
     AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
     AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
     ClassifierOutput, ForMultipleChoice, ForNextSentencePrediction, ForPreTraining, ForQuestionAnswering,
@@ -18,7 +19,7 @@ from .tasks import (
 )
 from .tokenization import BatchEncoding, Tokenizer
 from .tokenizer_files import AutoTokenizer
-from .modeling import (
+from .models.modeling import (
     AutoModel, AutoModelForMaskedLM, EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel,
 )
 

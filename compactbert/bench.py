@@ -30,20 +30,13 @@ from typing import Any, Callable
 
 import torch
 
-from .config import BertConfig, DistilBertConfig, MobileBertConfig
+from .registry import BenchModel, families
 
-FAMILIES = {
-    "distilbert": DistilBertConfig(),
-    "mobilebert": MobileBertConfig(classifier_activation=False),
-    "bort": BertConfig.bort(),
-}
-# Small configurations for a quick end-to-end check of the benchmark itself (`--tiny`).
-TINY_FAMILIES = {
-    "distilbert": DistilBertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
-    "mobilebert": MobileBertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
-    "bort": BertConfig.tiny(vocab_size=2000, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
-                            max_position_embeddings=512),
-}
+
+def bench_models() -> dict[str, BenchModel]:
+    """The geometries every registered family asks to be measured, by name (e.g. "bort")."""
+    return {model.name: model for family in families() for model in family.bench}
+
 _SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["th", "st", "ing", "er", "qu"]
 
 
@@ -100,24 +93,25 @@ def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
     """A Hub-layout folder (config, weights, tokenizer) for `family` at its Hub configuration."""
     from tokenizers import BertWordPieceTokenizer
 
-    from .modeling import ForMaskedLM
+    from .models.modeling import ForMaskedLM
 
     if (folder / "config.json").exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    config = (TINY_FAMILIES if tiny else FAMILIES)[family]
-    if family == "bort":
+    entry = bench_models()[family]
+    config = entry.tiny() if tiny else entry.config()
+    if entry.tokenizer == "bpe":
         size = write_bpe_tokenizer(folder, _corpus(), config.vocab_size)
-        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer",
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": entry.tokenizer_class,
                                                                   "model_max_length": 512}))
-        config = config.replace(vocab_size=size, extra={"tokenizer_class": "RobertaTokenizer"})
+        config = config.replace(vocab_size=size, extra={"tokenizer_class": entry.tokenizer_class})
     else:
         wp = BertWordPieceTokenizer(lowercase=True)
         wp.train_from_iterator(_corpus(), vocab_size=config.vocab_size, min_frequency=1, show_progress=False,
                                special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
         wp.save_model(str(folder))
-        cls = "DistilBertTokenizer" if family == "distilbert" else "BertTokenizer"
-        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls, "do_lower_case": True,
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": entry.tokenizer_class,
+                                                                  "do_lower_case": True,
                                                                   "model_max_length": 512}))
         lines = (folder / "vocab.txt").read_text().splitlines()
         config = config.replace(vocab_size=len(lines))
@@ -136,7 +130,7 @@ def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
 def flops_per_token(config: Any, length: int) -> float:
     """Encoder FLOPs per real token at sequence length `length` (2 x multiply-accumulates)."""
     spec = config.encoder_spec()
-    from .encoder import Encoder
+    from .nn.encoder import Encoder
 
     linear = sum(m.weight.numel() for m in Encoder(spec).modules() if isinstance(m, torch.nn.Linear))
     attention = 2 * length * spec.inner_size * spec.num_layers
@@ -220,7 +214,7 @@ class _FillMask:
 
 def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_transformers: bool,
                  memory: bool, tiny: bool = False) -> dict[str, Any]:
-    from .modeling import AutoModel
+    from .models.modeling import AutoModel
     from .tokenizer_files import AutoTokenizer
 
     folder = build_checkpoint(family, workdir / (family + ("-tiny" if tiny else "")), tiny)
@@ -336,7 +330,7 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    from .kernels import describe
+    from .nn.kernels import describe
 
     modes = "; ".join(f"{mode}: {kernel}" for mode, kernel in describe().items())
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads ({modes})"
@@ -345,7 +339,7 @@ def machine_description() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="compactbert bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
+    parser.add_argument("--families", nargs="+", choices=list(bench_models()), default=list(bench_models()))
     parser.add_argument("--sentences", type=int, default=128, help="fill-mask workload size (64-256)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", help="where to keep the generated checkpoints (default: a temp folder)")

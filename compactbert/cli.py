@@ -338,8 +338,8 @@ def _agora(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .checkpoints.files import locate_weights
-    from .hub import find_file, offline_mode, resolve_file
+    from .io.files import locate_weights
+    from .io.hub import find_file, offline_mode, resolve_file
     from .tokenizer_files import TOKENIZER_FILES
 
     if offline_mode():
@@ -362,7 +362,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .hub import cached_state, list_checkpoints
+    from .io.hub import cached_state, list_checkpoints
 
     entries = list_checkpoints()
     states = [cached_state(e.alias, cache_dir=args.cache_dir) for e in entries]
@@ -387,7 +387,7 @@ def _env() -> int:
 
         print(f"torch threads    {torch.get_num_threads()}")
         print(f"cuda available   {torch.cuda.is_available()}")
-        from .kernels import describe
+        from .nn.kernels import describe
 
         for mode, kernel in describe().items():
             print(f"CPU {mode:<12} {kernel}")

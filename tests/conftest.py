@@ -8,32 +8,27 @@ import pytest
 import torch
 
 import compactbert as cb
+from compactbert import registry
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-TASK_CLASSES = {"sequence_classification": "SequenceClassification", "token_classification": "TokenClassification",
-                "question_answering": "QuestionAnswering", "multiple_choice": "MultipleChoice",
-                "next_sentence": "NextSentencePrediction", "pretraining": "PreTraining"}
-ORACLE_CLASSES = {
-    ("bert", "base"): "BertModel", ("bert", "masked_lm"): "BertForMaskedLM",
-    ("mobilebert", "base"): "MobileBertModel", ("mobilebert", "masked_lm"): "MobileBertForMaskedLM",
-    ("distilbert", "base"): "DistilBertModel", ("distilbert", "masked_lm"): "DistilBertForMaskedLM",
-    **{(family, task): f"{prefix}For{name}" for family, prefix in
-       (("bert", "Bert"), ("mobilebert", "MobileBert"), ("distilbert", "DistilBert"))
-       for task, name in TASK_CLASSES.items()},
-}
-
+# Everything below is read from the family registry: a new family module joins every test that is
+# parametrised over FAMILIES (parity, heads, fill-mask, tokenizers, saving) without editing it.
+FAMILIES = registry.model_types()
+# transformers class names per (family, task), e.g. ("bert", "masked_lm") -> "BertForMaskedLM"
+ORACLE_CLASSES = {(f.model_type, task): name for f in registry.families()
+                  for task, name in f.key_table.hub_classes.items()}
+TINY = {f.model_type: f.tiny for f in registry.families()}
 # Tests that touch devices run on every device present: the CPU here, CUDA too on a machine with a GPU
 # (reported as skipped, with the reason, where there is none).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="no CUDA device on this machine"))]
 
-TINY = {
-    "bert": cb.BertConfig.tiny,
-    "mobilebert": cb.MobileBertConfig.tiny,
-    "distilbert": cb.DistilBertConfig.tiny,
-}
+
+def has_head(family: str, task: str) -> bool:
+    """Whether transformers (and so compactbert) has this task head for the family."""
+    return task in registry.get_family(family).tasks
 
 
 def oracle_config(config: cb.BaseConfig):
@@ -57,8 +52,8 @@ def oracle_model(config: cb.BaseConfig, task: str = "masked_lm", seed: int = 0):
     Norm weights and biases (initialised to ones and zeros) get N(0, 0.1) noise, so no norm is an
     identity; matrices get N(0, 0.02) on top of their N(0, 0.02) initialisation.
 
-    The padding row of MobileBERT's word embeddings stays zero, as in the real checkpoint: its
-    trigram input reads the padding token's vector next to the last real token.
+    The padding row of the word embeddings stays zero for trigram-input families (MobileBERT), as in
+    the real checkpoint: the trigram input reads the padding token's vector next to the last real token.
     """
     torch.manual_seed(seed)
     cls = getattr(transformers, ORACLE_CLASSES[(config.model_type, task)])
@@ -66,7 +61,7 @@ def oracle_model(config: cb.BaseConfig, task: str = "masked_lm", seed: int = 0):
     with torch.no_grad():
         for param in model.parameters():
             param.add_(torch.randn_like(param) * (0.1 if param.dim() == 1 else 0.02))
-        if config.model_type == "mobilebert":
+        if config.encoder_spec().trigram_input:
             model.get_input_embeddings().weight[config.pad_token_id].zero_()
     return model
 
@@ -165,21 +160,19 @@ def tokenizer_folders(root: Path) -> dict[str, Path]:
 
 
 def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **changes) -> Path:
-    """A perturbed tiny model of `family` (masked-LM by default) with a real tokenizer, in Hub layout.
-
-    bert gets the BORT layout (BPE tokenizer, one token type, pad id 1); the others WordPiece.
-    """
+    """A perturbed tiny model of `family` (masked-LM by default) with a real tokenizer, in Hub layout:
+    the tiny geometry and tokenizer of the family's benchmark model (bert: BORT's layout with a
+    byte-level BPE, one token type and pad id 1; MobileBERT and DistilBERT: WordPiece)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if family == "bert":
+    bench = registry.get_family(family).bench[0]
+    if bench.tokenizer == "bpe":
         vocab = write_bpe_tokenizer(folder)
-        config = cb.BertConfig.tiny(vocab_size=vocab, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
-                                    max_position_embeddings=64, **changes)
     else:
-        write_wordpiece_tokenizer(folder, tokenizer_class="DistilBertTokenizer" if family == "distilbert"
-                                  else "BertTokenizer")
-        config = TINY[family](vocab_size=30522, max_position_embeddings=64, **changes)
+        write_wordpiece_tokenizer(folder, tokenizer_class=bench.tokenizer_class)
+        vocab = 30522
+    config = bench.tiny().replace(vocab_size=vocab, max_position_embeddings=64, **changes)
     model = oracle_model(config, task)
-    model.config.tokenizer_class = "RobertaTokenizer" if family == "bert" else None
+    model.config.tokenizer_class = bench.tokenizer_class if bench.tokenizer == "bpe" else None
     save_oracle(model, folder)
     return folder
 
@@ -196,7 +189,8 @@ def minilm_mlm_folder(tmp_path_factory):
     torch.manual_seed(0)
     model = cb.AutoModelForMaskedLM.from_pretrained(minilm_folder())
     fine_tune(model, lines, mlm_collate(tokenizer),
-              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=16, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0))
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=16, learning_rate=2e-4, warmup_ratio=0.0,
+                             weight_decay=0.0))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import compactbert as cb
-from compactbert.checkpoints import files as files_module
+from compactbert.io import files as files_module
 from conftest import max_rel_err, oracle_config, oracle_model, padded_batch, transformers
 
 TOL = 1e-5

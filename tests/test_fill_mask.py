@@ -8,9 +8,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import tokenized_checkpoint, transformers
-
-FAMILIES = ["distilbert", "mobilebert", "bert"]
+from conftest import FAMILIES, tokenized_checkpoint, transformers
 
 
 @pytest.fixture(scope="module")

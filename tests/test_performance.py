@@ -10,8 +10,11 @@ import pytest
 import torch
 
 import compactbert as cb
-from compactbert.kernels import cached_products, packed_dtypes
-from conftest import HEAD_CLASSES, max_rel_err, minilm_folder, padded_batch, tokenized_checkpoint
+from compactbert.bench import bench_models
+from compactbert.nn.kernels import cached_products, packed_dtypes
+from conftest import (
+    FAMILIES, HEAD_CLASSES, has_head, max_rel_err, minilm_folder, padded_batch, tokenized_checkpoint,
+)
 
 
 # Tiny random models, int8 vs float32: every output within 2% of its largest value (measured <= 0.1%).
@@ -25,7 +28,7 @@ def _int8_products(model) -> int:
 @pytest.fixture(params=["x86", "int_mm"])
 def int8_kernel(request, monkeypatch):
     """Both int8 kernels: the x86 quantized engine (where torch has it) and torch._int_mm."""
-    from compactbert import kernels
+    from compactbert.nn import kernels
 
     if request.param == "x86" and torch.backends.quantized.engine not in ("x86", "fbgemm"):
         pytest.skip("no x86 quantized engine in this torch build")
@@ -34,10 +37,10 @@ def int8_kernel(request, monkeypatch):
 
 
 @pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
-@pytest.mark.parametrize("family", ["bert", "mobilebert", "distilbert"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task", list(HEAD_CLASSES))
 def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, family, task):
-    if family == "distilbert" and task in ("next_sentence", "pretraining"):
+    if not has_head(family, task):
         pytest.skip("DistilBERT has no such head")
     folder = tiny_checkpoint(family, task)
     cls = HEAD_CLASSES[task]
@@ -134,7 +137,7 @@ def test_benchmark_runs_and_matches_transformers(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert "cores" in report["machine"]
-    assert [r["family"] for r in report["results"]] == ["distilbert", "mobilebert", "bort"]
+    assert [r["family"] for r in report["results"]] == list(bench_models())  # every family's, in registry order
     for r in report["results"]:
         assert r["fill_mask"]["top5_identical"] == 1.0
         for key in ("ratio", "tokens_per_s", "gflops"):

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import TINY, oracle_model, padded_batch, save_oracle, transformers
+from conftest import FAMILIES, TINY, oracle_model, padded_batch, save_oracle, transformers
 
-FAMILIES = ("bert", "mobilebert", "distilbert")
 
 
 def _model(family: str, tmp_path):

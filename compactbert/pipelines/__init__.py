@@ -14,9 +14,9 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import InputError
-from ..hub import split_hub_kwargs
-from ..modeling import EncoderModel, ForMaskedLM, PreTrainedModel
-from ..tasks import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
+from ..io.hub import split_hub_kwargs
+from ..models.modeling import EncoderModel, ForMaskedLM, PreTrainedModel
+from ..models.task_models import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
 from ..tokenization import MASK_SPELLINGS, Tokenizer
 from ..tokenizer_files import AutoTokenizer
 from .base import Pipeline

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..modeling import PreTrainedModel
+from ..models.modeling import PreTrainedModel
 from ..tokenization import Tokenizer
 
 logger = logging.getLogger("compactbert.pipelines")

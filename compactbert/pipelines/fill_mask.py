@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import InputError
-from ..modeling import ForMaskedLM
+from ..models.modeling import ForMaskedLM
 from ..tokenization import Tokenizer
 from .base import Pipeline, Prepared, logger, warn_once
 

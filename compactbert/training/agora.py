@@ -326,8 +326,8 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
     `filler`. Saves the best model with its tokenizer and agora_report.json in `output_dir`.
     device: where the three models run and candidates train (as `resolve_device` takes it; default
     CUDA when present, else the CPU)."""
-    from ..modeling import ForMaskedLM
-    from ..tasks import AutoModelForSequenceClassification
+    from ..models.modeling import ForMaskedLM
+    from ..models.task_models import AutoModelForSequenceClassification
     from ..tokenizer_files import AutoTokenizer
     from .text_classification import label_mapping, read_csv_examples
 

@@ -274,7 +274,7 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
     tokenizer and metrics.json in `config.output_dir`. With `validation` (a text file), the
     student's masked-LM agreement with the teacher and its divergence from the teacher
     (`mlm_comparison`) are measured before and after."""
-    from ..modeling import ForMaskedLM
+    from ..models.modeling import ForMaskedLM
     from ..tokenizer_files import AutoTokenizer
     from .masking import mlm_comparison
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..layers import NoNorm
+from ..nn.layers import NoNorm
 from ..options import option
 from .runtime import Runtime, keeps_global_rng, precision
 

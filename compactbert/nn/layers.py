@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
-from .config import EncoderSpec
+from .spec import EncoderSpec
 from .kernels import FUSED_ACTIVATIONS, Linear, is_int8, packed_linear, stacked, use_packed
 
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BaseConfig
-from .errors import ConfigError, InputError
-from .heads import Pooler
-from .kernels import Linear
+from ..config import BaseConfig
+from ..errors import ConfigError, InputError
+from ..nn.heads import Pooler
+from ..nn.kernels import Linear
 from .modeling import ForMaskedLM, PreTrainedModel, _Auto
 from .outputs import ClassifierOutput, PreTrainingOutput, QuestionAnsweringOutput
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import EncoderSpec
-from .errors import ConfigError, InputError
+from .spec import EncoderSpec
+from ..errors import ConfigError, InputError
 from .kernels import norm_estimate
 from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
 

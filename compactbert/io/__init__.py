@@ -2,9 +2,9 @@
 
 from .convert import LoadReport, hub_to_internal, internal_to_hub, normalize_hub_keys, place_weights
 from .files import WEIGHT_FILES, read_weight_file, read_weights, save_folder
-from .keymaps import KEY_TABLES, KeyTable
+from .keymaps import KeyTable
 
 __all__ = [
-    "KEY_TABLES", "KeyTable", "LoadReport", "WEIGHT_FILES", "hub_to_internal", "internal_to_hub",
+    "KeyTable", "LoadReport", "WEIGHT_FILES", "hub_to_internal", "internal_to_hub",
     "normalize_hub_keys", "place_weights", "read_weight_file", "read_weights", "save_folder",
 ]

@@ -15,17 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import KEY_TABLES, LoadReport, hub_to_internal, internal_to_hub, place_weights, read_weights
-from .checkpoints.convert import decoder_is_tied
-from .checkpoints.files import save_folder, stale_weight_files, weight_writers, write_json
-from .config import AutoConfig, BaseConfig
-from .devices import device_from_map, resolve_device
-from .encoder import Encoder, EncoderRun, check_attn_implementation, init_parameter
-from .errors import ConfigError
-from .heads import MaskedLMHead, Pooler
-from .kernels import dequantize_int8, is_int8, quantize_int8, release_caches
+from ..io import LoadReport, hub_to_internal, internal_to_hub, place_weights, read_weights
+from ..io.convert import decoder_is_tied
+from ..io.files import save_folder, stale_weight_files, weight_writers, write_json
+from ..config import AutoConfig, BaseConfig
+from ..devices import device_from_map, resolve_device
+from ..nn.encoder import Encoder, EncoderRun, check_attn_implementation, init_parameter
+from ..errors import ConfigError
+from ..registry import family_of
+from ..nn.heads import MaskedLMHead, Pooler
+from ..nn.kernels import dequantize_int8, is_int8, quantize_int8, release_caches
 from .outputs import EncoderOutput, MaskedLMOutput, ModelOutput
-from .hub import PushToHubMixin, check_push_options, known_checkpoint, push_folder, split_hub_kwargs
+from ..io.hub import PushToHubMixin, check_push_options, known_checkpoint, push_folder, split_hub_kwargs
 
 logger = logging.getLogger(__name__)
 # config.json field recording the inference mode of a quantized save; transformers ignores it.
@@ -62,7 +63,7 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
     # ---------------------------------------------------------------- construction helpers
     @property
     def key_table(self):
-        return KEY_TABLES[self.config.model_type]
+        return family_of(self.config).key_table
 
     def post_init(self) -> None:
         """Initialise all weights, then tie what the config ties."""
@@ -323,11 +324,9 @@ def _one_dtype(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str |
 
 def check_dtype(config: BaseConfig, dtype: torch.dtype) -> None:
     """A ConfigError if the family cannot compute in `dtype` (MobileBERT overflows float16)."""
-    if config.model_type == "mobilebert" and dtype == torch.float16:
-        raise ConfigError(
-            "MobileBERT activations reach 1e7-1e8 and overflow float16 (the outputs become NaN); "
-            "load it with dtype=torch.bfloat16 or float32"
-        )
+    why = family_of(config).unsafe_dtypes.get(str(dtype).replace("torch.", ""))
+    if why is not None:
+        raise ConfigError(why)
 
 
 _WARNED: set[str] = set()

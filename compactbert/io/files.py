@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
-from ..hub import find_file, is_local
+from .hub import find_file, is_local
 
 # First found wins, as in transformers.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",

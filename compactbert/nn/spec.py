@@ -1,0 +1,53 @@
+"""What the encoder core is built from: a family-neutral description each family's config produces.
+
+The defaults describe a plain BERT layer stack, so a family states only the fields where it
+differs (MobileBERT's bottlenecks and trigram input, DistilBERT's missing token types, RoBERTa's
+position offset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Family-neutral description of one encoder; the only thing the core layers read."""
+
+    vocab_size: int
+    hidden_size: int  # width of the residual stream between layers
+    num_layers: int
+    num_heads: int
+    ffn_size: int  # intermediate width of each feed-forward network
+    max_positions: int
+    activation: str = "gelu"
+    norm: str = "layer_norm"  # "layer_norm" or "no_norm"
+    norm_eps: float = 1e-12
+    embedding_size: int | None = None  # width of the word-embedding table (None: hidden_size)
+    inner_size: int | None = None  # width inside a layer (MobileBERT's bottleneck; None: hidden_size)
+    num_ffn: int = 1  # feed-forward networks per layer (MobileBERT stacks several)
+    embedding_norm_eps: float | None = None  # None: norm_eps (MobileBERT builds two norms with torch's default)
+    final_ffn_norm_eps: float | None = None  # None: norm_eps
+    type_vocab_size: int = 2  # 0: the family has no token types
+    position_offset: int = 0  # first position id (RoBERTa: pad_token_id + 1)
+    trigram_input: bool = False
+    embedding_transform: bool = False  # a Linear from the (trigram) word features to hidden_size
+    bottleneck: bool = False
+    bottleneck_attention: bool = False  # q, k, v all come from the input bottleneck
+    shared_qk_bottleneck: bool = False  # q and k share a second bottleneck, v is the layer input
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    sinusoidal_positions: bool = False  # initialise positions as sinusoids (a stored table still wins)
+
+    def __post_init__(self) -> None:
+        for name, default in (("embedding_size", self.hidden_size), ("inner_size", self.hidden_size),
+                              ("embedding_norm_eps", self.norm_eps), ("final_ffn_norm_eps", self.norm_eps)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+
+    @property
+    def value_input_size(self) -> int:
+        """Width of the tensor the value projection reads."""
+        return self.inner_size if self.bottleneck_attention else self.hidden_size  # type: ignore[return-value]
