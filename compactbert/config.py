@@ -135,8 +135,23 @@ class BaseConfig:
     pooler: ClassVar[str | None] = None  # "tanh", "first_token" or None (no pooler)
     # Sentence vector of classification heads: "pooler", or DistilBERT's "pre_classifier" (+ ReLU).
     sentence_head: ClassVar[str] = "pooler"
-    has_next_sentence: ClassVar[bool] = True  # a next-sentence head exists in this family
     layers_field: ClassVar[str] = "num_hidden_layers"  # the config field that counts encoder layers
+
+    @property
+    def max_input_length(self) -> int:
+        """The longest input in tokens (RoBERTa: max_position_embeddings less the rows below its first
+        position id)."""
+        return self.encoder_spec().usable_positions
+
+    @property
+    def mlm_activation(self) -> str:
+        """The activation of the masked-LM head's transform (the encoder's, unless a family fixes it)."""
+        return self.encoder_spec().activation
+
+    def sentence_head_for(self, task: str) -> str:
+        """How a classification head of `task` reads the sequence: "pooler", DistilBERT's
+        "pre_classifier", or RoBERTa's "classification_head" (dense, tanh and out_proj on h[:, 0])."""
+        return self.sentence_head
 
     def with_layers(self, count: int) -> "BaseConfig":
         """A copy with `count` encoder layers."""

@@ -114,7 +114,7 @@ class SentenceTransformer:
                                                   **options)
         self.tokenizer = AutoTokenizer.from_pretrained(name, **options)
         self.do_lower_case = bool(sbert.get("do_lower_case", False))
-        limit = min(n for n in (self.tokenizer.model_max_length, self.model.config.max_position_embeddings) if n)
+        limit = min(n for n in (self.tokenizer.model_max_length, self.model.config.max_input_length) if n)
         self.max_seq_length = min(int(sbert.get("max_seq_length") or limit), limit)
         pooling = load(f"{pooling_path}/config.json") if pooling_path else {}
         self.pooling_modes = _pooling_modes(pooling) if pooling_path is not None else ()

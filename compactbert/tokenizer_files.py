@@ -17,7 +17,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, WordPiece
 
 from .io.files import read_json
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .io.hub import find_file, split_hub_kwargs
 from .registry import get_family
 from .tokenization import Tokenizer
@@ -161,7 +161,7 @@ class AutoTokenizer:
 
         max_length = model_max_length or options.get("model_max_length")
         if not isinstance(max_length, int) or max_length >= _UNSET_MAX_LENGTH:
-            max_length = model_config.get("max_position_embeddings")
+            max_length = _model_limit(model_config)
         if "model_input_names" in options:
             type_ids = "token_type_ids" in options["model_input_names"]
         else:
@@ -172,6 +172,17 @@ class AutoTokenizer:
                          clean_up_tokenization_spaces=bool(options.get("clean_up_tokenization_spaces", False)),
                          byte_level=byte_level, padding_side=padding_side or options.get("padding_side", "right"),
                          truncation_side=truncation_side or options.get("truncation_side", "right"))
+
+
+def _model_limit(model_config: dict[str, Any]) -> int | None:
+    """The longest input the folder's model takes, from its config.json (None without one)."""
+    family = get_family(model_config.get("model_type", ""))
+    if family is not None:
+        try:
+            return family.config_class.from_dict(model_config).max_input_length
+        except (ConfigError, TypeError, ValueError):
+            pass  # a config the model loader will reject with its own message
+    return model_config.get("max_position_embeddings")
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",

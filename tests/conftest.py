@@ -138,7 +138,8 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
 
 def tokenizer_folders(root: Path) -> dict[str, Path]:
     """Tokenizer folders of every kind: the real MiniLM folder, WordPiece from tokenizer.json, from
-    vocab.txt, cased from vocab.txt, and a byte-level BPE as amazon/bort ships one (model_max_length 512)."""
+    vocab.txt, cased from vocab.txt, a byte-level BPE as amazon/bort ships one (model_max_length 512),
+    and that BPE as a RoBERTa checkpoint's tokenizer.json."""
     import json
 
     made = {"minilm": minilm_folder()}
@@ -156,6 +157,12 @@ def tokenizer_folders(root: Path) -> dict[str, Path]:
     (bpe / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512,
                                                            "tokenizer_class": "RobertaTokenizer"}))
     made["bpe"] = bpe
+    # The same BPE as distilroberta-base ships it: tokenizer.json written by transformers itself.
+    roberta = root / "roberta-json"
+    transformers.AutoTokenizer.from_pretrained(bpe).save_pretrained(roberta)
+    (roberta / "config.json").write_text(json.dumps({"model_type": "roberta", "vocab_size": size,
+                                                     "max_position_embeddings": 514, "pad_token_id": 1}))
+    made["roberta-json"] = roberta
     return made
 
 

@@ -70,7 +70,8 @@ def test_loaded_model_does_not_depend_on_its_file(mlm_folder):
 def test_new_head_is_initialised_like_transformers(mlm_folder, family):
     model = cb.AutoModelForSequenceClassification.from_pretrained(mlm_folder(family), num_labels=3)
     std = model.config.initializer_range
-    weight, bias = model.classifier.weight, model.classifier.bias
+    output_layer = getattr(model.classifier, "out_proj", model.classifier)  # RoBERTa's head ends in out_proj
+    weight, bias = output_layer.weight, output_layer.bias
     assert not weight.is_meta and weight.shape[0] == 3
     assert abs(weight.std().item() - std) < 0.25 * std  # normal(0, initializer_range)
     assert torch.count_nonzero(bias) == 0

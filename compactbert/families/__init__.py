@@ -4,5 +4,6 @@
 from .bert import BertConfig, BortConfig
 from .distilbert import DistilBertConfig
 from .mobilebert import MobileBertConfig
+from .roberta import RobertaConfig
 
-__all__ = ["BertConfig", "BortConfig", "DistilBertConfig", "MobileBertConfig"]
+__all__ = ["BertConfig", "BortConfig", "DistilBertConfig", "MobileBertConfig", "RobertaConfig"]

@@ -29,7 +29,6 @@ class DistilBertConfig(BaseConfig):
     qa_dropout: float = 0.1  # dropout before the QA head
     seq_classif_dropout: float = 0.2  # dropout in the sequence-classification head
     sentence_head: ClassVar[str] = "pre_classifier"
-    has_next_sentence: ClassVar[bool] = False
     layers_field: ClassVar[str] = "n_layers"
 
     # transformers' names for the geometry, as in its DistilBertConfig.attribute_map

@@ -1,6 +1,7 @@
 """Task heads on the shared encoder: sequence and token classification, extractive QA, multiple choice,
 next-sentence prediction and pretraining. Each family's differences come from its config
-(`sentence_head`, `head_dropout`, `has_next_sentence`); the heads carry no unused parameters.
+(`sentence_head_for`, `head_dropout`) and its registry entry (which heads exist); the heads carry no
+unused parameters.
 """
 
 from __future__ import annotations
@@ -11,27 +12,32 @@ from torch import nn
 
 from ..config import BaseConfig
 from ..errors import ConfigError, InputError
-from ..nn.heads import Pooler
+from ..registry import family_of
+from ..nn.heads import ClassificationHead, Pooler
 from ..nn.kernels import Linear
 from .modeling import ForMaskedLM, PreTrainedModel, _Auto
 from .outputs import ClassifierOutput, PreTrainingOutput, QuestionAnsweringOutput
 
 
 class _SentenceModel(PreTrainedModel):
-    """Encoder + one vector per sequence: the pooler, or DistilBERT's ReLU(pre_classifier(h[:, 0]))."""
+    """Encoder + one vector per sequence: the pooler, DistilBERT's ReLU(pre_classifier(h[:, 0])), or
+    RoBERTa's first token as it is (its classification head holds the dense layer)."""
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
         hidden = config.encoder_spec().hidden_size
-        self.pooler = Pooler(hidden, config.pooler) if config.sentence_head == "pooler" else None
-        self.pre_classifier = Linear(hidden, hidden) if config.sentence_head == "pre_classifier" else None
+        self.sentence_head = config.sentence_head_for(self.task)
+        self.pooler = Pooler(hidden, config.pooler) if self.sentence_head == "pooler" else None
+        self.pre_classifier = Linear(hidden, hidden) if self.sentence_head == "pre_classifier" else None
         self.dropout = nn.Dropout(config.head_dropout(self.task))
 
     def sentence_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, H) from the last hidden state (B, T, H)."""
         if self.pre_classifier is not None:
             return self.dropout(F.relu(self.pre_classifier(hidden[:, 0])))
-        return self.dropout(self.pooler(hidden))  # type: ignore[misc]
+        if self.pooler is None:
+            return self.dropout(hidden[:, 0])
+        return self.dropout(self.pooler(hidden))
 
 
 class ForSequenceClassification(_SentenceModel):
@@ -41,7 +47,11 @@ class ForSequenceClassification(_SentenceModel):
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
-        self.classifier = Linear(config.encoder_spec().hidden_size, config.num_labels)
+        hidden = config.encoder_spec().hidden_size
+        if self.sentence_head == "classification_head":
+            self.classifier: nn.Module = ClassificationHead(hidden, config.num_labels, self.dropout.p)
+        else:
+            self.classifier = Linear(hidden, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -153,7 +163,7 @@ class ForMultipleChoice(_SentenceModel):
 
 
 def _check_next_sentence(config: BaseConfig, task: str) -> None:
-    if not config.has_next_sentence:
+    if "next_sentence" not in family_of(config).tasks:
         raise ConfigError(f"{config.model_type} checkpoints have no next-sentence head, so {task} is not available")
 
 

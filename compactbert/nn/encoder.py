@@ -94,9 +94,9 @@ class Encoder(nn.Module):
         b, t = input_ids.shape
         if t == 0:
             raise InputError("input_ids is empty (length 0): encode at least one token")
-        if t > spec.max_positions:
+        if t > spec.usable_positions:
             raise InputError(
-                f"input length {t} exceeds this model's limit of {spec.max_positions} positions; "
+                f"input length {t} exceeds this model's limit of {spec.usable_positions} positions; "
                 "truncate the input (tokenizer truncation=True, max_length=...)"
             )
         _check_range(input_ids, spec.vocab_size, "input_ids", "the vocabulary size")
@@ -158,6 +158,8 @@ class Encoder(nn.Module):
         with torch.no_grad():
             if "embeddings.word.weight" in fresh:
                 self.embeddings.word.weight[self.spec.pad_token_id].zero_()
+            if self.spec.positions_after_padding and "embeddings.position.weight" in fresh:
+                self.embeddings.position.weight[self.spec.pad_token_id].zero_()
             if self.spec.sinusoidal_positions and "embeddings.position.weight" in fresh:
                 self.embeddings.position.weight.copy_(
                     sinusoidal_table(self.spec.max_positions, self.spec.hidden_size))

@@ -24,6 +24,24 @@ class Pooler(nn.Module):
         return first if self.dense is None else torch.tanh(self.dense(first))
 
 
+class ClassificationHead(nn.Module):
+    """RoBERTa's sequence classifier on the (dropped-out) first token: out_proj(dropout(tanh(dense(x))))."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = Linear(hidden_size, num_labels)
+
+    @property
+    def out_features(self) -> int:
+        """The number of labels, as on the Linear classifier of the other families."""
+        return self.out_proj.out_features
+
+    def forward(self, first: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.dropout(torch.tanh(self.dense(first))))  # (B, L)
+
+
 class MaskedLMHead(nn.Module):
     """transform -> act -> LayerNorm -> vocabulary logits, for all three families.
 

@@ -53,6 +53,7 @@ class Embeddings(nn.Module):
     def __init__(self, spec: EncoderSpec) -> None:
         super().__init__()
         self.trigram_input = spec.trigram_input
+        self.pad_id = spec.pad_token_id if spec.positions_after_padding else None
         self.word = nn.Embedding(spec.vocab_size, spec.embedding_size)
         width_in = spec.embedding_size * (3 if spec.trigram_input else 1)
         self.transform = Linear(width_in, spec.hidden_size) if spec.embedding_transform else None
@@ -72,7 +73,11 @@ class Embeddings(nn.Module):
             x = torch.cat([F.pad(x[:, 1:], (0, 0, 0, 1)), x, F.pad(x[:, :-1], (0, 0, 1, 0))], dim=-1)  # (B, T, 3E)
         if self.transform is not None:
             x = self.transform(x)  # (B, T, H)
-        positions = self.position.weight[: input_ids.shape[1]]  # (T, H)
+        if self.pad_id is None:
+            positions = self.position.weight[: input_ids.shape[1]]  # (T, H)
+        else:  # RoBERTa: the n-th real token sits at pad_id + n, padding at pad_id (as transformers counts)
+            real = (input_ids != self.pad_id).long()
+            positions = self.position(torch.cumsum(real, dim=1) * real + self.pad_id)  # (B, T, H)
         if self.token_type is None:
             x = x + positions
         else:

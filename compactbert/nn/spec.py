@@ -29,7 +29,9 @@ class EncoderSpec:
     embedding_norm_eps: float | None = None  # None: norm_eps (MobileBERT builds two norms with torch's default)
     final_ffn_norm_eps: float | None = None  # None: norm_eps
     type_vocab_size: int = 2  # 0: the family has no token types
-    position_offset: int = 0  # first position id (RoBERTa: pad_token_id + 1)
+    # RoBERTa: position ids count the real (non-padding) tokens from pad_token_id + 1; padding
+    # tokens take the padding row. Else positions are 0, 1, ... whatever the padding.
+    positions_after_padding: bool = False
     trigram_input: bool = False
     embedding_transform: bool = False  # a Linear from the (trigram) word features to hidden_size
     bottleneck: bool = False
@@ -46,6 +48,11 @@ class EncoderSpec:
                               ("embedding_norm_eps", self.norm_eps), ("final_ffn_norm_eps", self.norm_eps)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
+
+    @property
+    def usable_positions(self) -> int:
+        """The longest input: every position row, less those below the first position id."""
+        return self.max_positions - (self.pad_token_id + 1 if self.positions_after_padding else 0)
 
     @property
     def value_input_size(self) -> int:

@@ -29,7 +29,7 @@ class Pipeline:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        limits = [n for n in (tokenizer.model_max_length, model.config.max_position_embeddings) if n]
+        limits = [n for n in (tokenizer.model_max_length, model.config.max_input_length) if n]
         self.max_length = min(limits)
 
     def _pad(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

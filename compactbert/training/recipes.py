@@ -122,7 +122,7 @@ def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any,
     from ..models.task_models import AutoModelForQuestionAnswering
 
     network = AutoModelForQuestionAnswering.from_pretrained(model, **hub)
-    limits = [n for n in (tokenizer.model_max_length, network.config.max_position_embeddings) if n]
+    limits = [n for n in (tokenizer.model_max_length, network.config.max_input_length) if n]
     length = min([data.max_seq_len, *limits])
     stride = min(data.doc_stride, length // 2)
     if (length, stride) != (data.max_seq_len, data.doc_stride):
