@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -18,7 +19,6 @@ from .errors import CheckpointError, InputError
 from .io.hub import PushToHubMixin, check_push_options, push_folder
 
 # Spellings of the mask token users type; each is mapped to the model's own mask token.
-MASK_SPELLINGS = ("[MASK]", "<mask>")
 
 
 _PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
@@ -51,6 +51,7 @@ class Tokenizer(PushToHubMixin):
         self.returns_token_type_ids = returns_token_type_ids
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.byte_level = byte_level  # byte-level BPE: a leading space is part of the token ("Ġdog")
+        self.word_start = _word_start(backend)
         self.padding_side = _side(padding_side, "padding_side")
         self.truncation_side = _side(truncation_side, "truncation_side")
         self._configured: dict[tuple, Backend] = {}
@@ -152,23 +153,6 @@ class Tokenizer(PushToHubMixin):
         truncation = None if max_length is None else self._truncation(max_length, stride, strategy)
         inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
         return self._encode(inputs, add_special_tokens, truncation)
-
-    def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int,
-                       stride: int) -> list[list[Encoding]]:
-        """Per (text, pair): windows of at most `max_length` tokens over a long pair, each repeating
-        the whole first text and overlapping the previous window's pair tokens by `stride`
-        (how extractive QA reads a long context after its question)."""
-        if stride >= max_length:
-            raise InputError(f"doc_stride ({stride}) must be smaller than max_seq_len ({max_length})")
-        firsts = self.encode_batch(texts, add_special_tokens=False)
-        room = max_length - self.backend.num_special_tokens_to_add(True) - max((len(e.ids) for e in firsts), default=0)
-        if room <= stride:  # the backend would abort the process (a Rust panic) rather than raise
-            raise InputError(f"a question of {max_length - room - self.backend.num_special_tokens_to_add(True)} "
-                             f"tokens leaves {max(room, 0)} of max_seq_len={max_length} for the context, not "
-                             f"more than doc_stride={stride}; shorten the question, raise max_seq_len or "
-                             f"lower doc_stride")
-        encodings = self.encode_batch(texts, pairs, max_length=max_length, strategy="only_second", stride=stride)
-        return [[e, *e.overflowing] for e in encodings]
 
     def _truncation(self, max_length: int, stride: int, strategy: str) -> dict[str, Any]:
         return {"max_length": max_length, "stride": stride, "strategy": strategy, "direction": self.truncation_side}
@@ -316,16 +300,6 @@ class Tokenizer(PushToHubMixin):
             return self.unk_token_id if found is None else found
         return [self.convert_tokens_to_ids(t) for t in tokens]  # type: ignore[misc]
 
-    def normalize_mask_spelling(self, text: str) -> str:
-        """Replace `[MASK]` / `<mask>` with this model's own mask token."""
-        mask = self.mask_token
-        if mask is None:
-            return text
-        for spelling in MASK_SPELLINGS:
-            if spelling != mask:
-                text = text.replace(spelling, mask)
-        return text
-
     # ---------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | os.PathLike, push_to_hub: bool = False, **push_options: Any) -> Path:
         """Write tokenizer.json and tokenizer_config.json (transformers reads both); with
@@ -351,6 +325,14 @@ class Tokenizer(PushToHubMixin):
         from .tokenizer_files import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+
+
+def _word_start(backend: Backend) -> str | None:
+    """The mark a token carries when a space precedes it: "Ġ" (byte-level BPE), "▁" (SentencePiece's
+    Metaspace), or None (WordPiece marks continuations, "##", instead)."""
+    found = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    kinds = {step.get("type") for step in found.get("pretokenizers", [found])}
+    return "Ġ" if "ByteLevel" in kinds else "▁" if "Metaspace" in kinds else None
 
 
 def _side(value: str, name: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import compactbert as cb
+from compactbert.tasks.question_answering import encode_windows
 from compactbert.training import (
     DataOptions, TrainingConfig, choice_collate, choice_metrics, fine_tune, finetune_task, predict_tags, qa_collate,
     qa_metrics, qa_windows, read_choice_examples, read_csv_examples, read_qa_examples, read_tagged_examples,
@@ -74,10 +75,9 @@ def test_qa_windows_label_the_answer_tokens(wordpiece):
     examples = read_qa_examples(DATA / "qa_train.jsonl")
     windows = qa_windows(wordpiece, examples, max_seq_len=48, doc_stride=16)
     assert len(windows) > 2 * len(examples)  # contexts of ~70 tokens need several windows
-    encodings = [w for ws in wordpiece.encode_windows([e.question for e in examples], [e.context for e in examples],
-                                                      48, 16) for w in ws]
-    owners = [e for e, ws in zip(examples, wordpiece.encode_windows(
-        [e.question for e in examples], [e.context for e in examples], 48, 16)) for _ in ws]
+    questions, contexts = [e.question for e in examples], [e.context for e in examples]
+    encodings = [w for ws in encode_windows(wordpiece, questions, contexts, 48, 16) for w in ws]
+    owners = [e for e, ws in zip(examples, encode_windows(wordpiece, questions, contexts, 48, 16)) for _ in ws]
     answered = 0
     for window, encoding, example in zip(windows, encodings, owners):
         assert window.ids == encoding.ids

@@ -18,6 +18,7 @@ LAYERS = [
     ["families"],  # one module per family, each registering its descriptor
     ["models"],  # the base model with loading and saving, task models, Auto factories
     ["tokenization", "tokenizer_files"],
+    ["tasks"],  # per-task pre- and post-processing, shared by pipelines and training
     ["sentence", "pipelines"],
     ["training"],
     ["cli", "__main__", "bench", "peers", "quality", ""],  # entry points and the package itself

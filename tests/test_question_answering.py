@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import compactbert as cb
+from compactbert.tasks.question_answering import encode_windows
 from conftest import tokenized_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def qa_folder(request, tmp_path_factory):
 def test_answers_equal_transformers_pipeline(qa_folder):
     ours = cb.pipeline("question-answering", model=qa_folder)
     want = _oracle(qa_folder)
-    assert len(ours.tokenizer.encode_windows([QUESTIONS[0]], [CONTEXT], 48, 16)[0]) >= 3  # really long contexts
+    assert len(encode_windows(ours.tokenizer, [QUESTIONS[0]], [CONTEXT], 48, 16)[0]) >= 3  # really long contexts
     for (inputs, kwargs), expected in zip(CALLS, want):
         _same(ours(**inputs, **kwargs), expected)
         _same(ours(inputs, **kwargs), expected)  # the dict form

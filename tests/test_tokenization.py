@@ -125,3 +125,23 @@ def test_save_pretrained_round_trip(pairs, name, tmp_path):
         assert loaded(text)["input_ids"] == want
     assert again.mask_token == ours.mask_token and again.model_max_length == ours.model_max_length
     assert again.returns_token_type_ids == ours.returns_token_type_ids
+
+
+def test_word_start_marker_follows_the_pre_tokenizer(pairs, tmp_path):
+    """The mark of a token that follows a space: byte-level BPE "Ġ", SentencePiece "▁", WordPiece none
+    (fill-mask scores a bare target word as the word after a space where the tokenizer marks it)."""
+    from tokenizers import SentencePieceUnigramTokenizer
+
+    from compactbert.tasks.fill_mask import spaced_target
+
+    assert pairs["minilm"][0].word_start is None and pairs["bpe"][0].word_start == "Ġ"
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 20, vocab_size=40,
+                                special_tokens=["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], unk_token="<unk>")
+    unigram.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text('{"unk_token": "<unk>", "pad_token": "<pad>", '
+                                                    '"mask_token": "[MASK]"}')
+    ours = cb.AutoTokenizer.from_pretrained(tmp_path)
+    assert ours.word_start == "▁"
+    assert spaced_target(ours, "fox") and not spaced_target(ours, "▁fox")
+    assert not spaced_target(pairs["minilm"][0], "fox")

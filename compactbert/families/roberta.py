@@ -49,10 +49,8 @@ class RobertaConfig(BertConfig):
 
     @classmethod
     def tiny(cls, **changes: Any) -> "RobertaConfig":
-        """A small config for tests: every code path, little arithmetic."""
-        base = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=37, max_position_embeddings=66)
-        return cls(**{**base, **changes})
+        """BERT's tiny geometry with RoBERTa's one token type; 66 position rows serve 64 tokens."""
+        return super().tiny(**{"type_vocab_size": 1, "max_position_embeddings": 66, **changes})
 
 
 KEYS = KeyTable(

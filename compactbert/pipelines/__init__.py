@@ -17,7 +17,8 @@ from ..errors import InputError
 from ..io.hub import split_hub_kwargs
 from ..models.modeling import EncoderModel, ForMaskedLM, PreTrainedModel
 from ..models.task_models import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
-from ..tokenization import MASK_SPELLINGS, Tokenizer
+from ..tasks.fill_mask import MASK_SPELLINGS
+from ..tokenization import Tokenizer
 from ..tokenizer_files import AutoTokenizer
 from .base import Pipeline
 from .classification import FeatureExtractionPipeline, SentenceEmbeddingPipeline, TextClassificationPipeline

@@ -9,6 +9,7 @@ import torch
 
 from ..errors import InputError
 from ..models.modeling import ForMaskedLM
+from ..tasks.fill_mask import normalize_mask_spelling, spaced_target
 from ..tokenization import Tokenizer
 from .base import Pipeline, Prepared, logger, warn_once
 
@@ -48,7 +49,7 @@ class FillMaskPipeline(Pipeline):
         for n, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {n} is a {type(text).__name__}, not a string")
-        normalized = [tok.normalize_mask_spelling(t) for t in texts]
+        normalized = [normalize_mask_spelling(tok, t) for t in texts]
         encodings = tok.encode_batch(normalized)
         prepared = []
         for n, (text, enc) in enumerate(zip(normalized, encodings)):
@@ -99,7 +100,7 @@ class FillMaskPipeline(Pipeline):
         for target in [targets] if isinstance(targets, str) else list(targets):
             if not isinstance(target, str):
                 raise InputError(f"targets must be strings, got {type(target).__name__}")
-            if tok.byte_level and not target.startswith(("Ġ", " ")):
+            if spaced_target(tok, target):
                 # A mask after a space predicts a token that carries the space ("Ġdog", not "dog").
                 text = " " + target if space_before else target
                 ids = tok.encode(text, add_special_tokens=False)

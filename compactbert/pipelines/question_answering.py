@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..tasks.question_answering import encode_windows
 from .base import Pipeline, Prepared
 
 _EXCLUDED = -10000.0  # logit given to tokens that cannot be part of an answer, as in transformers
@@ -39,7 +40,7 @@ class QuestionAnsweringPipeline(Pipeline):
             raise InputError(f"max_seq_len {max_seq_len} exceeds this model's limit of {self.max_length} tokens")
         max_seq_len = max_seq_len or min(384, self.max_length)
         doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
-        windows = self.tokenizer.encode_windows(questions, contexts, max_seq_len, doc_stride)
+        windows = encode_windows(self.tokenizer, questions, contexts, max_seq_len, doc_stride)
         flat = [(n, w) for n, example in enumerate(windows) for w in example]
         items = [Prepared(w.ids, w.type_ids, [], []) for _, w in flat]
         logits: list[tuple[np.ndarray, np.ndarray]] = [None] * len(items)  # type: ignore[list-item]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..tasks.question_answering import encode_windows
 from .data import load_records
 from .metrics import squad_scores
 
@@ -67,7 +68,7 @@ class QAWindow:
 def qa_windows(tokenizer: Any, examples: Sequence[QAExample], max_seq_len: int = 384,
                doc_stride: int = 128) -> list[QAWindow]:
     """Training windows of every example, labelled with the first gold answer's tokens."""
-    windows = tokenizer.encode_windows([e.question for e in examples], [e.context for e in examples],
+    windows = encode_windows(tokenizer, [e.question for e in examples], [e.context for e in examples],
                                        max_seq_len, doc_stride)
     out = []
     for example, encodings in zip(examples, windows):
