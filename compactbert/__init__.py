@@ -1,7 +1,7 @@
 """compactbert: BORT, MobileBERT and DistilBERT in pure PyTorch, on one shared encoder core."""
 
 from .config import AutoConfig, BaseConfig
-from .families import BertConfig, BortConfig, DistilBertConfig, MobileBertConfig, RobertaConfig
+from .families import AlbertConfig, BertConfig, BortConfig, DistilBertConfig, MobileBertConfig, RobertaConfig
 from .errors import (
     CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
 )
@@ -33,7 +33,7 @@ __all__ = [
     "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput", "FeatureExtractionPipeline",
     "FillMaskPipeline", "ForMaskedLM", "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining",
     "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification", "InputError",
-    "list_checkpoints", "MaskedLMOutput", "MobileBertConfig", "pipeline", "PreTrainedModel", "RobertaConfig",
+    "AlbertConfig", "list_checkpoints", "MaskedLMOutput", "MobileBertConfig", "pipeline", "PreTrainedModel", "RobertaConfig",
     "PreTrainingOutput", "QuestionAnsweringOutput", "QuestionAnsweringPipeline", "SentenceEmbeddingPipeline", "SentenceTransformer", "TextClassificationPipeline",
     "TokenClassificationPipeline", "Tokenizer", "UnknownModelError", "UnsafeCheckpointError", "__version__",
 ]

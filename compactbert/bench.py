@@ -89,6 +89,34 @@ def write_bpe_tokenizer(folder: Path, corpus: list[str], vocab_size: int) -> int
     return len(vocab)
 
 
+def write_unigram_tokenizer(folder: Path, corpus: list[str], vocab_size: int) -> int:
+    """Train a SentencePiece Unigram on `corpus` and write it as albert-base-v2 ships one: tokenizer.json
+    with ALBERT's normalizer (quotes, NFKD, accents stripped, lower case), whitespace split then
+    Metaspace ("▁"), and [CLS] A [SEP] (B [SEP]), plus tokenizer_config.json. Returns the vocabulary size."""
+    from tokenizers import AddedToken, SentencePieceUnigramTokenizer, decoders, normalizers, pre_tokenizers, processors
+
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.normalizer = normalizers.Sequence([
+        normalizers.Replace("``", '"'), normalizers.Replace("''", '"'), normalizers.NFKD(),
+        normalizers.StripAccents(), normalizers.Lowercase()])
+    unigram.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    unigram.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    specials = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
+    unigram.train_from_iterator(corpus, vocab_size=vocab_size, show_progress=False, special_tokens=specials,
+                                unk_token="<unk>")
+    unigram.add_special_tokens([AddedToken("[MASK]", lstrip=True, normalized=False)])
+    ids = {token: unigram.token_to_id(token) for token in ("[CLS]", "[SEP]")}
+    unigram.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1", special_tokens=list(ids.items()))
+    unigram.save(str(folder / "tokenizer.json"))
+    options = {"tokenizer_class": "AlbertTokenizer", "do_lower_case": True, "model_max_length": 512,
+               "unk_token": "<unk>", "pad_token": "<pad>", "cls_token": "[CLS]", "sep_token": "[SEP]",
+               "bos_token": "[CLS]", "eos_token": "[SEP]", "mask_token": "[MASK]"}  # lstrip: in tokenizer.json
+    (folder / "tokenizer_config.json").write_text(json.dumps(options))
+    return unigram.get_vocab_size()
+
+
 def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
     """A Hub-layout folder (config, weights, tokenizer) for `family` at its Hub configuration."""
     from tokenizers import BertWordPieceTokenizer
@@ -105,6 +133,8 @@ def build_checkpoint(family: str, folder: Path, tiny: bool = False) -> Path:
         (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": entry.tokenizer_class,
                                                                   "model_max_length": 512}))
         config = config.replace(vocab_size=size, extra={"tokenizer_class": entry.tokenizer_class})
+    elif entry.tokenizer == "unigram":
+        config = config.replace(vocab_size=write_unigram_tokenizer(folder, _corpus(), config.vocab_size))
     else:
         wp = BertWordPieceTokenizer(lowercase=True)
         wp.train_from_iterator(_corpus(), vocab_size=config.vocab_size, min_frequency=1, show_progress=False,

@@ -148,6 +148,14 @@ class BaseConfig:
         """The activation of the masked-LM head's transform (the encoder's, unless a family fixes it)."""
         return self.encoder_spec().activation
 
+    # The sentence-pair task of pretraining: "next_sentence" (BERT) or "sentence_order" (ALBERT).
+    pair_task: ClassVar[str] = "next_sentence"
+
+    @property
+    def next_sentence_labels(self) -> int:
+        """Outputs of the sentence-pair head of pretraining (BERT's next-sentence head: always 2)."""
+        return 2
+
     def sentence_head_for(self, task: str) -> str:
         """How a classification head of `task` reads the sequence: "pooler", DistilBERT's
         "pre_classifier", or RoBERTa's "classification_head" (dense, tanh and out_proj on h[:, 0])."""

@@ -139,7 +139,7 @@ def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
 def tokenizer_folders(root: Path) -> dict[str, Path]:
     """Tokenizer folders of every kind: the real MiniLM folder, WordPiece from tokenizer.json, from
     vocab.txt, cased from vocab.txt, a byte-level BPE as amazon/bort ships one (model_max_length 512),
-    and that BPE as a RoBERTa checkpoint's tokenizer.json."""
+    that BPE as a RoBERTa checkpoint's tokenizer.json, and an ALBERT SentencePiece tokenizer.json."""
     import json
 
     made = {"minilm": minilm_folder()}
@@ -163,17 +163,30 @@ def tokenizer_folders(root: Path) -> dict[str, Path]:
     (roberta / "config.json").write_text(json.dumps({"model_type": "roberta", "vocab_size": size,
                                                      "max_position_embeddings": 514, "pad_token_id": 1}))
     made["roberta-json"] = roberta
+    # A SentencePiece Unigram as albert-base-v2 ships it (tokenizer.json, "▁" word starts).
+    albert = root / "albert-json"
+    albert.mkdir()
+    from compactbert.bench import write_unigram_tokenizer
+
+    size = write_unigram_tokenizer(albert, BPE_CORPUS * 20, 300)
+    (albert / "config.json").write_text(json.dumps({"model_type": "albert", "vocab_size": size}))
+    made["albert-json"] = albert
     return made
 
 
 def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **changes) -> Path:
     """A perturbed tiny model of `family` (masked-LM by default) with a real tokenizer, in Hub layout:
     the tiny geometry and tokenizer of the family's benchmark model (bert: BORT's layout with a
-    byte-level BPE, one token type and pad id 1; MobileBERT and DistilBERT: WordPiece)."""
+    byte-level BPE, one token type and pad id 1; RoBERTa: byte-level BPE; ALBERT: a SentencePiece
+    Unigram; MobileBERT and DistilBERT: WordPiece)."""
     folder.mkdir(parents=True, exist_ok=True)
     bench = registry.get_family(family).bench[0]
     if bench.tokenizer == "bpe":
         vocab = write_bpe_tokenizer(folder)
+    elif bench.tokenizer == "unigram":
+        from compactbert.bench import write_unigram_tokenizer
+
+        vocab = write_unigram_tokenizer(folder, BPE_CORPUS * 20, 300)
     else:
         write_wordpiece_tokenizer(folder, tokenizer_class=bench.tokenizer_class)
         vocab = 30522

@@ -152,7 +152,7 @@ def test_sharded_checkpoints(tmp_path, fmt, tiny_checkpoint):
 
 def test_unknown_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(cb.ConfigError, match="model_type 'gpt2'.*supported: bert, distilbert, mobilebert"):
+    with pytest.raises(cb.ConfigError, match="model_type 'gpt2'.*supported: albert, bert, distilbert, mobilebert, roberta"):
         cb.AutoModel.from_pretrained(tmp_path)
 
 

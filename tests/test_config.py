@@ -69,5 +69,5 @@ def test_wrong_family_class(tmp_path):
 
 def test_auto_config_for_model_type():
     assert isinstance(cb.AutoConfig.for_model_type("mobilebert"), cb.MobileBertConfig)
-    with pytest.raises(cb.ConfigError, match="'xlnet' is not supported; supported: bert, distilbert"):
+    with pytest.raises(cb.ConfigError, match="'xlnet' is not supported; supported: albert, bert, distilbert"):
         cb.AutoConfig.for_model_type("xlnet")

@@ -45,12 +45,13 @@ def _inputs(config, task):
     elif task == "pretraining":
         labels = torch.full_like(ids, -100)
         labels[0, 3], labels[1, 1] = 5, 9
-        args["labels"], args["next_sentence_label"] = labels, torch.tensor([1, 0, 1])
+        pair_label = "sentence_order_label" if config.pair_task == "sentence_order" else "next_sentence_label"
+        args["labels"], args[pair_label] = labels, torch.tensor([1, 0, 1])
     return args
 
 
 def _outputs(out):
-    names = ("logits", "start_logits", "end_logits", "prediction_logits", "seq_relationship_logits")
+    names = ("logits", "start_logits", "end_logits", "prediction_logits", "seq_relationship_logits", "sop_logits")
     return {n: getattr(out, n) for n in names if getattr(out, n, None) is not None}
 
 
@@ -70,7 +71,9 @@ CASES = [(f, t) for f in FAMILIES for t in AUTO if has_head(f, t)]
 
 @pytest.mark.parametrize("family,task", CASES)
 def test_head_parity_and_round_trip(tmp_path, family, task):
-    labels = {0: "A", 1: "B"} if task == "question_answering" else {0: "A", 1: "B", 2: "C"}  # QA: start, end
+    # Two labels where the head is binary: QA (start, end) and pretraining (ALBERT's sentence-order head
+    # is num_labels wide, but transformers' loss assumes two)
+    labels = {0: "A", 1: "B"} if task in ("question_answering", "pretraining") else {0: "A", 1: "B", 2: "C"}
     config = _config(family, id2label=labels)
     oracle = oracle_model(config, task)
     ours = AUTO[task].from_pretrained(save_oracle(oracle, tmp_path / "oracle"))

@@ -28,7 +28,7 @@ def pairs(tmp_path_factory):
             for name, folder in tokenizer_folders(tmp_path_factory.mktemp("tokenizers")).items()}
 
 
-NAMES = ["minilm", "wordpiece-json", "wordpiece-vocab", "wordpiece-cased", "bpe", "roberta-json"]
+NAMES = ["minilm", "wordpiece-json", "wordpiece-vocab", "wordpiece-cased", "bpe", "roberta-json", "albert-json"]
 
 
 def _same(ours, theirs, text, pair=None):

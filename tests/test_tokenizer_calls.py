@@ -88,7 +88,8 @@ def _call(tokenizer, args, options):
         return None, exc
 
 
-@pytest.mark.parametrize("name", ["minilm", "wordpiece-vocab", "wordpiece-cased", "bpe", "roberta-json"])
+@pytest.mark.parametrize("name", [
+    "minilm", "wordpiece-vocab", "wordpiece-cased", "bpe", "roberta-json", "albert-json"])
 def test_random_calls_equal_transformers(pairs, name):
     ours, theirs = pairs[name]
     rng = random.Random(zlib.crc32(name.encode()))

@@ -102,7 +102,7 @@ BERT_HEADS = (
 
 KEYS = KeyTable(
     model_type="bert", prefix="bert.", base=BERT_BASE, heads=BERT_HEADS,
-    hub_classes=hub_classes("Bert", next_sentence=True),
+    hub_classes=hub_classes("Bert"),
 )
 
 

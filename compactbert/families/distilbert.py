@@ -86,7 +86,7 @@ KEYS = KeyTable(
         rule("classifier.{p}", "classifier.{p}"),
         rule("qa_outputs.{p}", "qa_outputs.{p}"),
     ),
-    hub_classes=hub_classes("DistilBert", next_sentence=False),
+    hub_classes=hub_classes("DistilBert", without=("next_sentence", "pretraining")),
 )
 
 

@@ -117,7 +117,7 @@ KEYS = KeyTable(
         rule(LAYER + "ffn.{j}.output.LayerNorm.{p}", OURS + "stacked_ffns.{j}.norm.{p}"),
     ),
     heads=BERT_HEADS + (rule("cls.predictions.dense.weight", "mlm.extra"),),
-    hub_classes=hub_classes("MobileBert", next_sentence=True),
+    hub_classes=hub_classes("MobileBert"),
 )
 
 

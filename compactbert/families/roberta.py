@@ -66,7 +66,7 @@ KEYS = KeyTable(
         rule("classifier.{p}", "classifier.{p}"),  # token classification, multiple choice
         rule("qa_outputs.{p}", "qa_outputs.{p}"),
     ),
-    hub_classes=hub_classes("Roberta", next_sentence=False),
+    hub_classes=hub_classes("Roberta", without=("next_sentence", "pretraining")),
 )
 
 FAMILY = register(Family(

@@ -79,9 +79,10 @@ _TASK_CLASSES = {"masked_lm": "MaskedLM", "sequence_classification": "SequenceCl
                  "pretraining": "PreTraining"}
 
 
-def hub_classes(family: str, next_sentence: bool) -> dict[str, str]:
-    """task -> transformers class name, e.g. "masked_lm" -> "BertForMaskedLM"."""
-    tasks = {t: n for t, n in _TASK_CLASSES.items() if next_sentence or t not in ("next_sentence", "pretraining")}
+def hub_classes(family: str, without: tuple[str, ...] = ()) -> dict[str, str]:
+    """task -> transformers class name, e.g. "masked_lm" -> "BertForMaskedLM", for every head
+    transformers has for the family (all but the tasks named in `without`)."""
+    tasks = {t: n for t, n in _TASK_CLASSES.items() if t not in without}
     return {"base": f"{family}Model", **{t: f"{family}For{n}" for t, n in tasks.items()}}
 
 

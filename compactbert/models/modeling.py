@@ -367,7 +367,8 @@ class ForMaskedLM(PreTrainedModel):
         super().__init__(config)
         spec = config.encoder_spec()
         eps = getattr(config, "layer_norm_eps", 1e-12)
-        self.mlm = MaskedLMHead(spec.hidden_size, spec.embedding_size, spec.vocab_size, config.mlm_activation, eps)
+        self.mlm = MaskedLMHead(spec.hidden_size, spec.embedding_size, spec.vocab_size, config.mlm_activation, eps,
+                                to_embedding_width=spec.embedding_projection)
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:

@@ -90,3 +90,14 @@ class PreTrainingOutput(ModelOutput):
     seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
     hidden_states: Tensors | None = None
     attentions: Tensors | None = None
+
+
+@dataclass
+class SentenceOrderPreTrainingOutput(ModelOutput):
+    """ALBERT's pretraining output: the sentence-order head's logits under transformers' name."""
+
+    loss: torch.Tensor | None = None  # masked-LM loss + sentence-order loss
+    prediction_logits: torch.Tensor | None = None  # (B, T, V)
+    sop_logits: torch.Tensor | None = None  # (B, num_labels)
+    hidden_states: Tensors | None = None
+    attentions: Tensors | None = None

@@ -16,7 +16,9 @@ from ..registry import family_of
 from ..nn.heads import ClassificationHead, Pooler
 from ..nn.kernels import Linear
 from .modeling import ForMaskedLM, PreTrainedModel, _Auto
-from .outputs import ClassifierOutput, PreTrainingOutput, QuestionAnsweringOutput
+from .outputs import (
+    ClassifierOutput, ModelOutput, PreTrainingOutput, QuestionAnsweringOutput, SentenceOrderPreTrainingOutput,
+)
 
 
 class _SentenceModel(PreTrainedModel):
@@ -162,16 +164,18 @@ class ForMultipleChoice(_SentenceModel):
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
 
-def _check_next_sentence(config: BaseConfig, task: str) -> None:
-    if "next_sentence" not in family_of(config).tasks:
-        raise ConfigError(f"{config.model_type} checkpoints have no next-sentence head, so {task} is not available")
+def _check_head(config: BaseConfig, task: str, head: str) -> None:
+    if task not in family_of(config).tasks:
+        raise ConfigError(f"{config.model_type} checkpoints have no {head} head, so {task.replace('_', ' ')} "
+                          "is not available")
 
 
 def _add_next_sentence_head(model: PreTrainedModel) -> None:
-    """The pooler and `nsp` (Hub: cls.seq_relationship) Linear(hidden, 2) on a model."""
+    """The pooler and `nsp` Linear(hidden, 2) on a model: BERT's next-sentence head
+    (cls.seq_relationship), ALBERT's sentence-order head (sop_classifier.classifier)."""
     hidden = model.config.encoder_spec().hidden_size
     model.pooler = Pooler(hidden, model.config.pooler)  # type: ignore[arg-type]
-    model.nsp = Linear(hidden, 2)
+    model.nsp = Linear(hidden, model.config.next_sentence_labels)
 
 
 class ForNextSentencePrediction(PreTrainedModel):
@@ -180,7 +184,7 @@ class ForNextSentencePrediction(PreTrainedModel):
     task = "next_sentence"
 
     def __init__(self, config: BaseConfig) -> None:
-        _check_next_sentence(config, "next-sentence prediction")
+        _check_head(config, "next_sentence", "next-sentence")
         super().__init__(config)
         _add_next_sentence_head(self)
 
@@ -195,28 +199,41 @@ class ForNextSentencePrediction(PreTrainedModel):
 
 
 class ForPreTraining(ForMaskedLM):
-    """`AutoModelForPreTraining`: masked-LM and next-sentence heads together (BERT/BORT, MobileBERT)."""
+    """`AutoModelForPreTraining`: masked-LM and sentence-pair heads together: next-sentence
+    prediction (BERT/BORT, MobileBERT; `next_sentence_label`, `seq_relationship_logits`) or ALBERT's
+    sentence order (`sentence_order_label`, `sop_logits`)."""
 
     task = "pretraining"
 
     def __init__(self, config: BaseConfig) -> None:
-        _check_next_sentence(config, "pretraining")
+        _check_head(config, "pretraining", "next-sentence or sentence-order")
         super().__init__(config)
         _add_next_sentence_head(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,  # type: ignore[override]
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> PreTrainingOutput:
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                sentence_order_label: torch.Tensor | None = None) -> ModelOutput:
+        """`next_sentence_label` and ALBERT's `sentence_order_label` both name the label of the
+        sentence-pair head (give one); the output names the logits as the family's transformers class does."""
+        if next_sentence_label is not None and sentence_order_label is not None:
+            raise InputError("give next_sentence_label or sentence_order_label, not both: both label the "
+                             "sentence-pair head")
+        pair_label = next_sentence_label if next_sentence_label is not None else sentence_order_label
+        sentence_order = self.config.pair_task == "sentence_order"
         run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
         hidden = run.last_hidden_state
         logits = self.mlm(hidden)
         relationship = self.nsp(self.pooler(hidden))
         loss = None
-        if labels is not None and next_sentence_label is not None:
+        if labels is not None and pair_label is not None:
             mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)
-            loss = mlm + F.cross_entropy(relationship.float(), next_sentence_label.view(-1))
-        output = PreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=relationship)
+            loss = mlm + F.cross_entropy(relationship.float(), pair_label.view(-1))
+        output: ModelOutput = (
+            SentenceOrderPreTrainingOutput(loss=loss, prediction_logits=logits, sop_logits=relationship)
+            if sentence_order else
+            PreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=relationship))
         return self._output(output, run, return_dict)
 
 

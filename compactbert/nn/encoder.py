@@ -45,7 +45,8 @@ class Encoder(nn.Module):
         self.spec = spec
         self.attn_implementation = "sdpa"  # one of ATTN_IMPLEMENTATIONS
         self.embeddings = Embeddings(spec)
-        self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(spec.num_layers))
+        self.schedule = spec.layer_schedule  # the distinct layer that runs at each depth
+        self.layers = nn.ModuleList(EncoderLayer(spec) for _ in range(max(self.schedule) + 1))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, select: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,9 +74,9 @@ class Encoder(nn.Module):
             layout.attentions = []
         states = [x] if hidden_states else None
         x = layout.pack(x)  # (N, H) real tokens
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            x = layer(x, layout, queries_only=select is not None and i == last)
+        last = len(self.schedule) - 1
+        for i, index in enumerate(self.schedule):
+            x = self.layers[index](x, layout, queries_only=select is not None and i == last)
             if states is not None:
                 states.append(layout.pad(x))
         out = x if select is not None else (states[-1] if states is not None else layout.pad(x))
@@ -127,6 +128,10 @@ class Encoder(nn.Module):
         Inputs without a LayerNorm in front (NoNorm, activations, attention contexts) get none.
         """
         out: dict[nn.Module, dict[str, torch.Tensor]] = {}
+        if self.spec.embedding_projection or self.spec.layer_groups:
+            # ALBERT: a projection (no norm) feeds the first layer and a shared layer reads two
+            # different norms; no single estimate holds, so its products go unsmoothed.
+            return out
 
         def note(owner: nn.Module, names: tuple[str, ...], norm: nn.Module) -> None:
             estimate = norm_estimate(norm)

@@ -43,23 +43,25 @@ class ClassificationHead(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """transform -> act -> LayerNorm -> vocabulary logits, for all three families.
+    """transform -> act -> LayerNorm -> vocabulary logits, for every family.
 
     `decoder` (V, E) is the word-embedding matrix when tied, or its own parameter (BORT's file).
     MobileBERT's hidden size exceeds its embedding size E; the remaining H - E features are
     projected by `extra` (H - E, V), so logits = t[:, :E] @ decoder.T + t[:, E:] @ extra + bias.
+    ALBERT's transform maps straight to E (`to_embedding_width`), so no `extra` is needed.
     """
 
     def __init__(self, hidden_size: int, embedding_size: int, vocab_size: int, activation: str,
-                 eps: float) -> None:
+                 eps: float, to_embedding_width: bool = False) -> None:
         super().__init__()
         self.embedding_size = embedding_size
-        self.transform = Linear(hidden_size, hidden_size)
+        width = embedding_size if to_embedding_width else hidden_size
+        self.transform = Linear(hidden_size, width)
         self.act = get_activation(activation)
-        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.norm = nn.LayerNorm(width, eps=eps)
         self.decoder = nn.Parameter(torch.empty(vocab_size, embedding_size))
-        self.extra = (nn.Parameter(torch.empty(hidden_size - embedding_size, vocab_size))
-                      if hidden_size > embedding_size else None)
+        self.extra = (nn.Parameter(torch.empty(width - embedding_size, vocab_size))
+                      if width > embedding_size else None)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

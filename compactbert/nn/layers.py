@@ -57,10 +57,13 @@ class Embeddings(nn.Module):
         self.word = nn.Embedding(spec.vocab_size, spec.embedding_size)
         width_in = spec.embedding_size * (3 if spec.trigram_input else 1)
         self.transform = Linear(width_in, spec.hidden_size) if spec.embedding_transform else None
-        self.position = nn.Embedding(spec.max_positions, spec.hidden_size)
-        self.token_type = nn.Embedding(spec.type_vocab_size, spec.hidden_size) if spec.type_vocab_size else None
-        self.norm = make_norm(spec.norm, spec.hidden_size, spec.embedding_norm_eps)
+        width = spec.embedding_size if spec.embedding_projection else spec.hidden_size  # of the sum and its norm
+        self.position = nn.Embedding(spec.max_positions, width)
+        self.token_type = nn.Embedding(spec.type_vocab_size, width) if spec.type_vocab_size else None
+        self.norm = make_norm(spec.norm, width, spec.embedding_norm_eps)
         self.dropout = nn.Dropout(spec.hidden_dropout)
+        # ALBERT's factorised embeddings: the normalised sum is projected to the layers' width.
+        self.projection = Linear(width, spec.hidden_size) if spec.embedding_projection else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                 attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -84,7 +87,8 @@ class Embeddings(nn.Module):
             types = self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids)
             # Same summation order as the reference implementations (BERT adds types first).
             x = (x + positions) + types if self.transform is not None else (x + types) + positions
-        return self.dropout(self.norm(x))
+        x = self.dropout(self.norm(x))
+        return x if self.projection is None else self.projection(x)
 
 
 class TokenLayout:

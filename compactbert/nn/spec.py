@@ -32,6 +32,10 @@ class EncoderSpec:
     # RoBERTa: position ids count the real (non-padding) tokens from pad_token_id + 1; padding
     # tokens take the padding row. Else positions are 0, 1, ... whatever the padding.
     positions_after_padding: bool = False
+    # ALBERT: word, position and type embeddings and their norm at embedding_size, then a Linear to
+    # hidden_size (and the masked-LM head maps back to embedding_size before the decoder).
+    embedding_projection: bool = False
+    layer_groups: int = 0  # ALBERT: this many distinct layers shared over depth (0: one per layer)
     trigram_input: bool = False
     embedding_transform: bool = False  # a Linear from the (trigram) word features to hidden_size
     bottleneck: bool = False
@@ -48,6 +52,14 @@ class EncoderSpec:
                               ("embedding_norm_eps", self.norm_eps), ("final_ffn_norm_eps", self.norm_eps)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
+
+    @property
+    def layer_schedule(self) -> list[int]:
+        """Which distinct layer runs at each depth: [0, 1, 2, ...], or ALBERT's groups, layer i
+        running group int(i / (num_layers / layer_groups)) as transformers computes it."""
+        if not self.layer_groups:
+            return list(range(self.num_layers))
+        return [int(i / (self.num_layers / self.layer_groups)) for i in range(self.num_layers)]
 
     @property
     def usable_positions(self) -> int:

@@ -48,8 +48,11 @@ class TokenClassificationPipeline(Pipeline):
     def _pre_entities(self, text: str, encoding: Any, scores: torch.Tensor, strategy: str) -> list[dict]:
         tok = self.tokenizer
         prefix = getattr(tok.backend.model, "continuing_subword_prefix", None)
+        # SentencePiece marks every word's first piece ("▁"), even the text's first word: word-aware.
+        # (Byte-level BPE's "Ġ" is absent from a text's first word, so it gets the heuristic below.)
+        starts = tok.word_start if tok.word_start == "▁" else None
         unk = tok.convert_tokens_to_ids(tok.special_tokens.get("unk_token", ""))
-        if not prefix and strategy in ("first", "max", "average"):
+        if not (prefix or starts) and strategy in ("first", "max", "average"):
             warnings.warn("Tokenizer does not support real words, using fallback heuristic", UserWarning,
                           stacklevel=3)
         out = []
@@ -61,6 +64,8 @@ class TokenClassificationPipeline(Pipeline):
             original = text[start:end]
             if prefix:  # "##ing" is longer than the text it covers: a continuation piece
                 is_subword = len(word) != len(original)
+            elif starts:  # a piece without the word-start mark continues a word
+                is_subword = not word.startswith(starts)
             else:  # byte-level BPE: a piece not preceded by a space continues a word
                 is_subword = start > 0 and " " not in text[start - 1:start + 1]
             if token_id == unk:
@@ -100,7 +105,7 @@ class TokenClassificationPipeline(Pipeline):
                 scores = torch.stack([p["scores"] for p in pieces]).mean(0)
             best = int(scores.argmax())
             words.append({"entity": self._label(best), "score": float(scores[best]),
-                          "word": self._join([p["word"] for p in pieces]),
+                          "word": self._join([p["word"] for p in pieces]), "pieces": [p["word"] for p in pieces],
                           "start": pieces[0]["start"], "end": pieces[-1]["end"]})
         return words
 
@@ -113,8 +118,16 @@ class TokenClassificationPipeline(Pipeline):
             else:
                 groups.append([entity])
         return [{"entity_group": g[0]["entity"].split("-", 1)[-1], "score": sum(e["score"] for e in g) / len(g),
-                 "word": self._join([e["word"] for e in g]), "start": g[0]["start"], "end": g[-1]["end"]}
+                 "word": self._join_group(g), "start": g[0]["start"], "end": g[-1]["end"]}
                 for g in groups]
+
+    def _join_group(self, group: list[dict]) -> str:
+        """The text of a group of tokens or words. SentencePiece words are joined from their pieces, whose
+        "▁" marks keep the spaces between words (decoded words have lost them); other tokenizers join
+        the words as transformers does."""
+        if self.tokenizer.word_start == "▁":
+            return self._join([piece for e in group for piece in e.get("pieces", [e["word"]])])
+        return self._join([e["word"] for e in group])
 
     def _join(self, tokens: list[str]) -> str:
         decoder = self.tokenizer.backend.decoder
