@@ -14,7 +14,7 @@ from typing import Any
 
 from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
-from tokenizers.models import BPE, WordPiece
+from tokenizers.models import BPE, Unigram, WordPiece
 
 from .io.files import read_json
 from .errors import CheckpointError, ConfigError
@@ -28,6 +28,8 @@ _WORDPIECE_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": 
                        "mask_token": "[MASK]"}
 _BPE_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                  "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
+_SENTENCEPIECE_SPECIALS = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
+                           "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"}  # ALBERT's
 
 
 @dataclass
@@ -38,7 +40,7 @@ class _Specials:
 
 def _special_tokens(defaults: dict[str, str], *sources: dict[str, Any]) -> _Specials:
     tokens = dict(defaults)
-    mask_lstrip = defaults is _BPE_SPECIALS
+    mask_lstrip = defaults is not _WORDPIECE_SPECIALS  # RoBERTa's <mask> and ALBERT's [MASK] take the space
     for source in sources:
         for name in defaults:
             value = source.get(name)
@@ -106,6 +108,51 @@ def _byte_level_bpe(vocab_path: Path, merges_path: Path, options: dict[str, Any]
     return backend
 
 
+def _sentencepiece(model_path: Path, options: dict[str, Any], specials: _Specials) -> Backend:
+    """A SentencePiece Unigram model (`spiece.model`) as ALBERT's tokenizer class reads it: quotes
+    normalised, NFKD with accents stripped (unless keep_accents), lower case (do_lower_case), the
+    model's own character map, whitespace split then "▁" word starts, [CLS] A [SEP] (B [SEP]).
+
+    The protobuf is parsed by the `sentencepiece` package's own schema (an optional dependency: the
+    format is sentencepiece's, and so is the reader); the pipeline around it is built here with
+    `tokenizers`, as transformers' converter builds it."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        raise CheckpointError(f"{model_path} is a SentencePiece model; reading it needs the sentencepiece "
+                              "package (pip install 'compactbert[sentencepiece]'), or give the folder a "
+                              "tokenizer.json") from None
+    proto = sentencepiece_model_pb2.ModelProto()
+    try:
+        proto.ParseFromString(model_path.read_bytes())
+    except Exception as exc:  # the protobuf runtime's DecodeError
+        raise CheckpointError(f"{model_path} is not a readable SentencePiece model ({exc})") from exc
+    if proto.trainer_spec.model_type != 1:
+        raise CheckpointError(f"{model_path} is a SentencePiece {'BPE' if proto.trainer_spec.model_type == 2 else ''} "
+                              "model; compactbert reads Unigram models (ALBERT's)")
+    backend = Backend(Unigram([(p.piece, p.score) for p in proto.pieces], proto.trainer_spec.unk_id, False))
+    steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+    if not options.get("keep_accents", False):
+        steps += [normalizers.NFKD(), normalizers.StripAccents()]
+    if options.get("do_lower_case", True):
+        steps.append(normalizers.Lowercase())
+    if proto.normalizer_spec.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(proto.normalizer_spec.precompiled_charsmap))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokens = specials.tokens
+    backend.add_special_tokens([AddedToken(token, special=True, normalized=False,
+                                           lstrip=specials.mask_lstrip and name == "mask_token")
+                                for name, token in tokens.items()])
+    cls_token, sep_token = tokens["cls_token"], tokens["sep_token"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls_token}:0 $A:0 {sep_token}:0", pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+        special_tokens=[(cls_token, backend.token_to_id(cls_token)), (sep_token, backend.token_to_id(sep_token))])
+    return backend
+
+
 class AutoTokenizer:
     """Builds a `Tokenizer` from a checkpoint folder or Hub repository."""
 
@@ -148,12 +195,16 @@ class AutoTokenizer:
                 byte_level = False
                 specials = _special_tokens(_WORDPIECE_SPECIALS, options)
                 backend = _wordpiece(vocab_txt, options, specials.tokens)
+            elif find("spiece.model") is not None:
+                byte_level = False
+                specials = _special_tokens(_SENTENCEPIECE_SPECIALS, options)
+                backend = _sentencepiece(find("spiece.model"), options, specials)
             else:
                 vocab_json, merges = find("vocab.json"), find("merges.txt")
                 if vocab_json is None or merges is None:
                     raise CheckpointError(
                         f"no tokenizer files in {name_or_path}: expected tokenizer.json, vocab.txt, "
-                        "or vocab.json with merges.txt")
+                        "spiece.model, or vocab.json with merges.txt")
                 byte_level = True
                 specials = _special_tokens(_BPE_SPECIALS, options)
                 backend = _byte_level_bpe(vocab_json, merges, options, specials)
@@ -186,4 +237,4 @@ def _model_limit(model_config: dict[str, Any]) -> int | None:
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt")
+                   "vocab.json", "merges.txt", "spiece.model")

@@ -99,3 +99,33 @@ def test_registry_entries():
     assert "next_sentence" not in family.tasks
     assert {c.alias: c.repo_id for c in cb.list_checkpoints()}["albert-base-v2"] == "albert/albert-base-v2"
     assert transformers.AutoConfig.for_model("albert").model_type == "albert"
+
+
+def test_tokenizer_from_spiece_model_equals_transformers(tmp_path):
+    """A folder with only ALBERT's spiece.model (no tokenizer.json): converted with sentencepiece's
+    protobuf schema and the tokenizers library, identical to transformers' AlbertTokenizer."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["The quick brown fox jumps over the lazy dog.", "Café crème, naïve ``quotes''.",
+                                 "Plants create energy through photosynthesis.", "ALBERT shares its layers."] * 30))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=60, model_type="unigram",
+        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=["[CLS]", "[SEP]", "[MASK]"],
+        character_coverage=1.0, minloglevel=2)
+    folder = tmp_path / "albert"
+    folder.mkdir()
+    (tmp_path / "spiece.model").rename(folder / "spiece.model")
+    (folder / "config.json").write_text('{"model_type": "albert", "vocab_size": 60}')
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "AlbertTokenizer", "do_lower_case": true}')
+    ours, theirs = cb.AutoTokenizer.from_pretrained(folder), transformers.AutoTokenizer.from_pretrained(folder)
+    assert ours.word_start == "▁"
+    for text, pair in [("The Quick brown fox.", None), ("Café crème, naïve ``quotes''!", "second  text"),
+                       ("", None), ("  spaced   out  ", None), ("a [MASK] here", None), ("ünïcödé ½ ﬁ", "x")]:
+        got, want = ours(text, pair), theirs(text, pair)
+        assert got["input_ids"] == want["input_ids"], (text, pair)
+        assert ours.convert_ids_to_tokens(got["input_ids"]) == theirs.convert_ids_to_tokens(want["input_ids"])
+    ids = theirs("The quick brown fox.")["input_ids"]
+    assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+    (folder / "spiece.model").write_bytes(b"not a protobuf")
+    with pytest.raises(cb.CheckpointError, match="spiece.model is not a readable SentencePiece model"):
+        cb.AutoTokenizer.from_pretrained(folder)
