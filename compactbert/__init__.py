@@ -11,17 +11,18 @@ from .pipelines import (
     TextClassificationPipeline, TokenClassificationPipeline, pipeline,
 )
 from .sentence import SentenceTransformer
+from .models.auto import (
+    AutoModel, AutoModelForMaskedLM, AutoModelForMultipleChoice, AutoModelForNextSentencePrediction,
+    AutoModelForPreTraining, AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 from .models.task_models import (
-    AutoModelForMultipleChoice, AutoModelForNextSentencePrediction, AutoModelForPreTraining,
-    AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoModelForTokenClassification,
     ClassifierOutput, ForMultipleChoice, ForNextSentencePrediction, ForPreTraining, ForQuestionAnswering,
     ForSequenceClassification, ForTokenClassification, PreTrainingOutput, QuestionAnsweringOutput,
 )
 from .tokenization import BatchEncoding, Tokenizer
 from .tokenizer_files import AutoTokenizer
-from .models.modeling import (
-    AutoModel, AutoModelForMaskedLM, EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel,
-)
+from .models.modeling import EncoderModel, EncoderOutput, ForMaskedLM, MaskedLMOutput, PreTrainedModel
 
 __version__ = "0.1.0"
 

@@ -244,7 +244,7 @@ class _FillMask:
 
 def bench_family(family: str, workdir: Path, sentences: int, repeats: int, with_transformers: bool,
                  memory: bool, tiny: bool = False) -> dict[str, Any]:
-    from .models.modeling import AutoModel
+    from .models.auto import AutoModel
     from .tokenizer_files import AutoTokenizer
 
     folder = build_checkpoint(family, workdir / (family + ("-tiny" if tiny else "")), tiny)

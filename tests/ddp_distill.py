@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compactbert as cb  # noqa: E402
 from compactbert.training import DistillationConfig, TextCorpus, distill, student_from_teacher  # noqa: E402
-from conftest import minilm_folder  # noqa: E402
+from conftest import TINY, minilm_folder  # noqa: E402
 
 torch.set_num_threads(1)
 corpus = Path(sys.argv[1]).with_suffix(".txt")
@@ -21,7 +21,7 @@ if int(os.environ.get("RANK", "0")) == 0:
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     torch.distributed.init_process_group("gloo")
     torch.distributed.barrier()  # the corpus file exists for every process
-config = cb.BertConfig.tiny(vocab_size=30522, num_hidden_layers=2, hidden_dropout_prob=0.0,
+config = TINY["bert"](vocab_size=30522, num_hidden_layers=2, hidden_dropout_prob=0.0,
                             attention_probs_dropout_prob=0.0)
 torch.manual_seed(0)
 teacher = cb.ForMaskedLM.from_config(config)

@@ -11,11 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compactbert as cb  # noqa: E402
 from compactbert.training import TrainingConfig, classification_collate, fine_tune, read_csv_examples  # noqa: E402
-from conftest import minilm_folder  # noqa: E402
+from conftest import TINY, minilm_folder  # noqa: E402
 
 torch.set_num_threads(1)
 rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-config = cb.BertConfig.tiny(vocab_size=30522, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+config = TINY["bert"](vocab_size=30522, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
 examples = read_csv_examples(Path(__file__).resolve().parent.parent / "examples/data/sentiment_train.csv")[:30]
 torch.manual_seed(0)

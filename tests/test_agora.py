@@ -17,7 +17,7 @@ from compactbert.training import (
     AgoraResult, ClassifierLabeller, Hyperparameters, InfillingGenerator, TextExample, agora, fresh_head_copies,
     hyperparameter_grid, labeller_mapping, prune, read_csv_examples, split_dev,
 )
-from conftest import minilm_folder
+from conftest import TINY, minilm_folder
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 GRID = hyperparameter_grid([1e-4, 1e-5], [0.0, 0.1], [0.1], [8, 16], [0])  # 8 sets
@@ -220,7 +220,7 @@ def test_labeller_labels_are_mapped_by_name(caplog):
     with pytest.raises(ValueError, match="has 3 labels"):
         labeller_mapping({0: "a", 1: "b", 2: "c"}, data)
 
-    model = cb.AutoModelForSequenceClassification.from_config(cb.BertConfig.tiny(vocab_size=30522))
+    model = cb.AutoModelForSequenceClassification.from_config(TINY["bert"](vocab_size=30522))
     tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
     texts = [TextExample("a fine day", 0), TextExample("rain again", 0), TextExample("so so", 0)]
     plain = ClassifierLabeller(model, tokenizer)(texts)

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers
+from conftest import TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers
 
 
 @pytest.mark.parametrize("layers, groups", [(4, 2), (3, 2), (6, 3), (2, 1)])
 def test_shared_layers_follow_transformers_schedule(tmp_path, layers, groups):
     """`groups` distinct layers serve `layers` depths (layer i runs group int(i / (layers / groups)));
     every hidden state equals transformers', and the model holds only the distinct weights."""
-    config = cb.AlbertConfig.tiny(num_hidden_layers=layers, num_hidden_groups=groups)
+    config = TINY["albert"](num_hidden_layers=layers, num_hidden_groups=groups)
     oracle = oracle_model(config, "base")
     ours = cb.AutoModel.from_pretrained(save_oracle(oracle, tmp_path / "base"))
     assert len(ours.encoder.layers) == groups
@@ -32,7 +32,7 @@ def test_shared_layers_follow_transformers_schedule(tmp_path, layers, groups):
 
 
 def test_factorised_embeddings_and_narrow_masked_lm_head():
-    model = cb.AutoModelForMaskedLM.from_config(cb.AlbertConfig.tiny(embedding_size=16))
+    model = cb.AutoModelForMaskedLM.from_config(TINY["albert"](embedding_size=16))
     embeddings = model.encoder.embeddings
     assert embeddings.position.weight.shape[1] == embeddings.norm.weight.shape[0] == 16
     assert tuple(embeddings.projection.weight.shape) == (32, 16)
@@ -42,7 +42,7 @@ def test_factorised_embeddings_and_narrow_masked_lm_head():
 
 def test_sentence_order_head_names_and_labels(tmp_path):
     """AlbertForPreTraining's sop_logits and sentence_order_label; next_sentence_label is accepted too."""
-    config = cb.AlbertConfig.tiny()
+    config = TINY["albert"]()
     oracle = oracle_model(config, "pretraining")
     ours = cb.AutoModelForPreTraining.from_pretrained(save_oracle(oracle, tmp_path / "pt"))
     ids, mask = padded_batch(99, [7, 5], 0)
@@ -63,9 +63,9 @@ def test_sentence_order_head_names_and_labels(tmp_path):
 
 def test_config_checks():
     with pytest.raises(cb.ConfigError, match="inner_group_num=2 is not supported"):
-        cb.AlbertConfig.tiny(inner_group_num=2)
+        TINY["albert"](inner_group_num=2)
     with pytest.raises(cb.ConfigError, match="num_hidden_groups \\(3\\) must be between 1 and num_hidden_layers"):
-        cb.AlbertConfig.tiny(num_hidden_layers=2, num_hidden_groups=3)
+        TINY["albert"](num_hidden_layers=2, num_hidden_groups=3)
 
 
 def test_token_classification_groups_words_by_their_start_mark(tmp_path):

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import compactbert as cb
 from compactbert.io import files as files_module
-from conftest import max_rel_err, oracle_config, oracle_model, padded_batch, transformers
+from conftest import TINY, max_rel_err, oracle_config, oracle_model, padded_batch, transformers
 
 TOL = 1e-5
 
@@ -30,7 +30,7 @@ def _legacy_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_legacy_fp16_bin_with_untied_decoder(tmp_path):
     """The amazon/bort layout: fp16 .bin, gamma/beta, position_ids, decoder differing from embeddings."""
-    config = cb.BertConfig.tiny(type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1)
+    config = TINY["bert"](type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1)
     oracle = oracle_model(config)
     state = {k: v.clone() for k, v in oracle.state_dict().items()}
     state["cls.predictions.decoder.weight"] = torch.randn_like(state["cls.predictions.decoder.weight"]) * 0.05
@@ -85,7 +85,7 @@ def test_round_trip_through_transformers(tmp_path, family, task, tiny_checkpoint
 
 
 def test_untied_round_trip_keeps_decoder(tmp_path):
-    config = cb.BertConfig.tiny()
+    config = TINY["bert"]()
     model = cb.AutoModelForMaskedLM.from_config(config)
     model.untie_decoder()
     with torch.no_grad():
@@ -152,7 +152,8 @@ def test_sharded_checkpoints(tmp_path, fmt, tiny_checkpoint):
 
 def test_unknown_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(cb.ConfigError, match="model_type 'gpt2'.*supported: albert, bert, distilbert, mobilebert, roberta"):
+    supported = "albert, bert, distilbert, mobilebert, roberta"
+    with pytest.raises(cb.ConfigError, match=f"model_type 'gpt2'.*supported: {supported}"):
         cb.AutoModel.from_pretrained(tmp_path)
 
 

@@ -227,7 +227,8 @@ def test_finetune_accumulation_bf16_checkpoint_and_resume(tmp_path, model_dir):
     data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
     args = ["finetune", "text-classification", "--model", str(model_dir), "--train", str(data / "sentiment_dev.csv"),
             "--num-train-epochs", "2", "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2",
-            "--bf16", "--device", "cpu", "--progress", "--checkpoint-dir", str(tmp_path / "state"), "--output-dir", str(tmp_path / "out")]
+            "--bf16", "--device", "cpu", "--progress", "--checkpoint-dir", str(tmp_path / "state"),
+            "--output-dir", str(tmp_path / "out")]
     first = cli(*args)
     assert first.returncode == 0, first.stderr
     assert "finetune: epoch 1:" in first.stderr and "finetune: epoch 2:" in first.stderr
@@ -257,7 +258,8 @@ def test_finetune_token_classification_and_qa(tmp_path):
     data = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "data"
     ner = cli("finetune", "token-classification", "--model", str(minilm_folder()), "--train",
               str(data / "ner_train.jsonl"), "--validation", str(data / "ner_dev.jsonl"),
-              "--num-train-epochs", "1", "--learning-rate", "1e-4", "--per-device-train-batch-size", "8", "--output-dir", str(tmp_path / "ner"))
+              "--num-train-epochs", "1", "--learning-rate", "1e-4", "--per-device-train-batch-size", "8",
+              "--output-dir", str(tmp_path / "ner"))
     assert ner.returncode == 0, ner.stderr
     metrics = json.loads((tmp_path / "ner" / "metrics.json").read_text())
     assert {"eval_f1", "eval_precision", "eval_recall", "eval_accuracy"} <= set(metrics) and metrics["best_epoch"] == 1

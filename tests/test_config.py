@@ -7,11 +7,11 @@ import json
 import pytest
 
 import compactbert as cb
-from conftest import oracle_config
+from conftest import TINY, oracle_config
 
 
 @pytest.mark.parametrize("config", [cb.BertConfig.bort(), cb.MobileBertConfig(), cb.DistilBertConfig(),
-                                    cb.BertConfig.tiny(), cb.MobileBertConfig.tiny(), cb.DistilBertConfig.tiny()])
+                                    TINY["bert"](), TINY["mobilebert"](), TINY["distilbert"]()])
 def test_transformers_reads_our_config_fields(config):
     theirs = oracle_config(config).to_dict()
     for key, value in config.to_dict().items():

@@ -141,12 +141,12 @@ def test_loss_terms_equal_direct_formulas():
 
 def test_distill_refuses_mismatched_models(tmp_path):
     tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
-    teacher = cb.ForMaskedLM.from_config(cb.BertConfig.tiny(vocab_size=30522))
-    narrow = cb.ForMaskedLM.from_config(cb.BertConfig.tiny(vocab_size=30522, hidden_size=16, intermediate_size=32))
+    teacher = cb.ForMaskedLM.from_config(TINY["bert"](vocab_size=30522))
+    narrow = cb.ForMaskedLM.from_config(TINY["bert"](vocab_size=30522, hidden_size=16, intermediate_size=32))
     corpus = TextCorpus([CORPUS / "corpus_dev.txt"])
     with pytest.raises(ValueError, match="teacher is 32 wide and the student 16; set alpha_cos=0"):
         distill(teacher, narrow, tokenizer, corpus, DistillationConfig(num_train_epochs=1))
-    small_vocab = cb.ForMaskedLM.from_config(cb.BertConfig.tiny())
+    small_vocab = cb.ForMaskedLM.from_config(TINY["bert"]())
     with pytest.raises(ValueError, match="teacher vocabulary 30522 != student vocabulary 99"):
         distill(teacher, small_vocab, tokenizer, corpus, DistillationConfig(num_train_epochs=1))
     with pytest.raises(ValueError, match="corpus file .*missing.txt does not exist"):

@@ -160,7 +160,8 @@ def test_token_classification_learns_on_real_weights(wordpiece):
     model = cb.AutoModelForTokenClassification.from_pretrained(minilm_folder(), id2label=id2tag)
     before = token_metrics(model, held_out, wordpiece, id2tag)["f1"]
     result = fine_tune(model, train, token_collate(wordpiece, tag2id),
-                       TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=1e-4, metric_for_best_model="f1"),
+                       TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=1e-4,
+                                      metric_for_best_model="f1"),
                        evaluate=lambda m: token_metrics(m, select, wordpiece, id2tag))
     after = token_metrics(model, held_out, wordpiece, id2tag)
     assert after["f1"] >= 0.8 and before < 0.2, (before, after, result.history)
@@ -183,7 +184,8 @@ def test_question_answering_learns_on_real_weights(wordpiece):
     model = cb.AutoModelForQuestionAnswering.from_pretrained(minilm_folder())
     before = qa_metrics(model, held_out, wordpiece, 128, 32)
     fine_tune(model, qa_windows(wordpiece, train, 128, 32), qa_collate(wordpiece),
-              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=2e-4, metric_for_best_model="f1"),
+              TrainingConfig(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=2e-4,
+                             metric_for_best_model="f1"),
               evaluate=lambda m: qa_metrics(m, select, wordpiece, 128, 32))
     after = qa_metrics(model, held_out, wordpiece, 128, 32)
     assert after["f1"] >= 35 and after["f1"] >= before["f1"] + 20, (before, after)
@@ -253,6 +255,7 @@ def test_multiple_choice_learns_on_real_weights(wordpiece):
     torch.manual_seed(0)
     model = cb.AutoModelForMultipleChoice.from_pretrained(minilm_folder())
     before = choice_metrics(model, dev, wordpiece)["accuracy"]
-    result = fine_tune(model, train, choice_collate(wordpiece), TrainingConfig(num_train_epochs=6, per_device_train_batch_size=8, learning_rate=1e-4))
+    result = fine_tune(model, train, choice_collate(wordpiece),
+                       TrainingConfig(num_train_epochs=6, per_device_train_batch_size=8, learning_rate=1e-4))
     after = choice_metrics(model, dev, wordpiece)["accuracy"]
     assert after >= 0.5 and after >= before + 0.25, (before, after, result.history)

@@ -6,16 +6,17 @@ import pytest
 import torch
 
 import compactbert as cb
+from conftest import TINY
 
 
 @pytest.fixture(scope="module")
 def bert():
-    return cb.AutoModelForMaskedLM.from_config(cb.BertConfig.tiny())
+    return cb.AutoModelForMaskedLM.from_config(TINY["bert"]())
 
 
 @pytest.fixture(scope="module")
 def distil():
-    return cb.AutoModel.from_config(cb.DistilBertConfig.tiny())
+    return cb.AutoModel.from_config(TINY["distilbert"]())
 
 
 def test_ids_out_of_vocabulary(bert):

@@ -13,11 +13,11 @@ pytestmark = pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="no
 
 TOL = 1e-5  # relative to the largest output: fp32 sums in another order
 CONFIGS = [
-    cb.BertConfig.tiny(), cb.BertConfig.tiny(hidden_act="gelu_new"), cb.BertConfig.tiny(hidden_act="silu"),
-    cb.DistilBertConfig.tiny(), cb.DistilBertConfig.tiny(activation="relu"),
-    cb.MobileBertConfig.tiny(), cb.MobileBertConfig.tiny(use_bottleneck_attention=True),
-    cb.MobileBertConfig.tiny(key_query_shared_bottleneck=False, intra_bottleneck_size=32),
-    cb.MobileBertConfig.tiny(use_bottleneck=False), cb.MobileBertConfig.tiny(normalization_type="layer_norm"),
+    TINY["bert"](), TINY["bert"](hidden_act="gelu_new"), TINY["bert"](hidden_act="silu"),
+    TINY["distilbert"](), TINY["distilbert"](activation="relu"),
+    TINY["mobilebert"](), TINY["mobilebert"](use_bottleneck_attention=True),
+    TINY["mobilebert"](key_query_shared_bottleneck=False, intra_bottleneck_size=32),
+    TINY["mobilebert"](use_bottleneck=False), TINY["mobilebert"](normalization_type="layer_norm"),
 ]
 TASKS = list(HEAD_CLASSES)
 
@@ -74,7 +74,7 @@ def test_every_head_equals_plain_path(tmp_path, family, config, task):
 
 
 def test_packed_weights_follow_in_place_updates_and_dtype_changes(tmp_path):
-    config = cb.MobileBertConfig.tiny()
+    config = TINY["mobilebert"]()
     model = cb.AutoModel.from_pretrained(save_oracle(oracle_model(config, "base"), tmp_path / "m"))
     ids, mask = padded_batch(config.vocab_size, [9, 5], 0)
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_packed_weights_follow_in_place_updates_and_dtype_changes(tmp_path):
 
 
 def test_training_never_sees_packed_weights(tmp_path):
-    config = cb.DistilBertConfig.tiny()
+    config = TINY["distilbert"]()
     model = cb.AutoModelForSequenceClassification.from_pretrained(
         save_oracle(oracle_model(config, "sequence_classification"), tmp_path / "m"))
     ids, mask = padded_batch(config.vocab_size, [9, 5], 0)
@@ -117,7 +117,7 @@ def test_models_with_packed_weights_copy_and_pickle(tmp_path):
     import copy
     import io
 
-    config = cb.MobileBertConfig.tiny()
+    config = TINY["mobilebert"]()
     model = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle_model(config), tmp_path / "m"))
     ids, mask = padded_batch(config.vocab_size, [9, 5], 0)
     with torch.no_grad():

@@ -14,7 +14,8 @@ import torch
 
 import compactbert as cb
 from conftest import (
-    DEVICES, FAMILIES, HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint, transformers,
+    DEVICES, FAMILIES, HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, tokenized_checkpoint,
+    transformers,
 )
 
 
@@ -241,7 +242,7 @@ def test_load_peak_memory_is_about_one_model(tmp_path):
     """A 6-layer BERT-base-width masked LM (~256 MiB): the load's peak memory over the model size.
     Building the model randomly first and copying the file in took 2.0x; on the meta device 1.0x."""
     small, large = tmp_path / "small", tmp_path / "large"
-    cb.AutoModelForMaskedLM.from_config(cb.BertConfig.tiny()).save_pretrained(small)
+    cb.AutoModelForMaskedLM.from_config(TINY["bert"]()).save_pretrained(small)
     config = cb.BertConfig(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072)
     cb.AutoModelForMaskedLM.from_config(config).save_pretrained(large)
     script = tmp_path / "peak.py"

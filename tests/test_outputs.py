@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import HEAD_CLASSES, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
+from conftest import HEAD_CLASSES, TINY, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
 
 TOL = 1e-5
 LENGTHS = [11, 7, 3]
@@ -25,7 +25,6 @@ MOBILE_VARIANTS += [dict(use_bottleneck=True, use_bottleneck_attention=False, ke
 CONFIGS = ([("bert", {}), ("bert", dict(type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1)),
             ("distilbert", {}), ("distilbert", dict(sinusoidal_pos_embds=True))]
            + [("mobilebert", v) for v in MOBILE_VARIANTS])
-TINY = {"bert": cb.BertConfig.tiny, "mobilebert": cb.MobileBertConfig.tiny, "distilbert": cb.DistilBertConfig.tiny}
 
 
 @pytest.mark.parametrize("family,changes", CONFIGS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(CONFIGS)])
@@ -61,7 +60,7 @@ def test_hidden_states_and_attentions_equal_transformers(tmp_path, family, chang
 @pytest.mark.parametrize("task", ["base", "masked_lm", "sequence_classification", "token_classification",
                                   "question_answering", "next_sentence", "pretraining", "multiple_choice"])
 def test_keys_indices_and_tuples_follow_transformers(tmp_path, task):
-    config = cb.BertConfig.tiny()
+    config = TINY["bert"]()
     folder = save_oracle(oracle_model(config, task), tmp_path / task)
     oracle = transformers.AutoModel.from_pretrained(folder) if task == "base" else getattr(
         transformers, type(oracle_model(config, task)).__name__).from_pretrained(folder)
@@ -96,7 +95,7 @@ def test_keys_indices_and_tuples_follow_transformers(tmp_path, task):
 
 
 def test_hidden_states_cannot_combine_with_positions(tmp_path):
-    folder = save_oracle(oracle_model(cb.BertConfig.tiny(), "masked_lm"), tmp_path / "m")
+    folder = save_oracle(oracle_model(TINY["bert"](), "masked_lm"), tmp_path / "m")
     model = cb.AutoModelForMaskedLM.from_pretrained(folder)
     ids, mask = padded_batch(model.config.vocab_size, LENGTHS, model.config.pad_token_id)
     with pytest.raises(cb.InputError, match="cannot be combined with positions"):

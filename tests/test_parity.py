@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import FAMILIES, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
+from conftest import TINY, FAMILIES, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
 
 TOL = 1e-5
 LENGTHS = [13, 9, 4, 1]
@@ -65,15 +65,15 @@ def test_distilbert_hub_configuration(tmp_path):
 
 @pytest.mark.parametrize("activation", ["gelu", "relu", "gelu_new", "silu"])
 def test_bert_activations(tmp_path, activation):
-    compare(cb.BertConfig.tiny(hidden_act=activation), tmp_path)
+    compare(TINY["bert"](hidden_act=activation), tmp_path)
 
 
 def test_bert_two_segments(tmp_path):
-    compare(cb.BertConfig.tiny(type_vocab_size=2), tmp_path, token_types=True)
+    compare(TINY["bert"](type_vocab_size=2), tmp_path, token_types=True)
 
 
 def test_bort_like_single_segment_eps(tmp_path):
-    compare(cb.BertConfig.tiny(type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1), tmp_path)
+    compare(TINY["bert"](type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1), tmp_path)
 
 
 MOBILE_FLAGS = list(itertools.product([True, False], repeat=3))
@@ -85,7 +85,7 @@ def test_mobilebert_bottleneck_combinations(tmp_path, use_bottleneck, bottleneck
                    key_query_shared_bottleneck=shared_qk)
     if use_bottleneck and not bottleneck_attention and not shared_qk:
         changes["intra_bottleneck_size"] = 32  # attention reads the full width: must equal hidden_size
-    config = cb.MobileBertConfig.tiny(**changes)
+    config = TINY["mobilebert"](**changes)
     if use_bottleneck and bottleneck_attention and shared_qk:
         # transformers builds a shared q/k bottleneck it never uses; compactbert does not build it
         # and reports its weights as unused.
@@ -110,21 +110,21 @@ def test_mobilebert_bottleneck_combinations(tmp_path, use_bottleneck, bottleneck
     dict(hidden_act="gelu", type_vocab_size=3),
 ])
 def test_mobilebert_variants(tmp_path, changes):
-    compare(cb.MobileBertConfig.tiny(**changes), tmp_path, token_types="type_vocab_size" in changes)
+    compare(TINY["mobilebert"](**changes), tmp_path, token_types="type_vocab_size" in changes)
 
 
 def test_mobilebert_token_types(tmp_path):
-    compare(cb.MobileBertConfig.tiny(), tmp_path, token_types=True)
+    compare(TINY["mobilebert"](), tmp_path, token_types=True)
 
 
 @pytest.mark.parametrize("changes", [dict(sinusoidal_pos_embds=True), dict(activation="relu"),
                                      dict(n_layers=3, n_heads=2)])
 def test_distilbert_variants(tmp_path, changes):
-    compare(cb.DistilBertConfig.tiny(**changes), tmp_path)
+    compare(TINY["distilbert"](**changes), tmp_path)
 
 
 def test_sinusoidal_table_is_loaded_not_regenerated(tmp_path):
-    config = cb.DistilBertConfig.tiny(sinusoidal_pos_embds=True)
+    config = TINY["distilbert"](sinusoidal_pos_embds=True)
     oracle = oracle_model(config, "base")  # perturbed: no longer a sinusoid
     ours = cb.AutoModel.from_pretrained(save_oracle(oracle, tmp_path / "m"))
     assert torch.equal(ours.encoder.embeddings.position.weight,
@@ -132,7 +132,7 @@ def test_sinusoidal_table_is_loaded_not_regenerated(tmp_path):
 
 
 def test_sinusoidal_init_matches_transformers():
-    config = cb.DistilBertConfig.tiny(sinusoidal_pos_embds=True)
+    config = TINY["distilbert"](sinusoidal_pos_embds=True)
     fresh = cb.AutoModel.from_config(config)
     oracle = transformers.DistilBertModel(transformers.AutoConfig.for_model(
         "distilbert", **{k: v for k, v in config.to_dict().items() if k != "model_type"}))
@@ -166,7 +166,7 @@ def test_fully_masked_row_is_finite(family, tiny_checkpoint):
 
 
 def test_masked_lm_loss_matches_oracle(tmp_path):
-    config = cb.BertConfig.tiny()
+    config = TINY["bert"]()
     oracle = oracle_model(config)
     ours = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle, tmp_path / "m"))
     ids, mask = padded_batch(config.vocab_size, LENGTHS, 0)
@@ -185,10 +185,10 @@ def test_masked_lm_loss_matches_oracle(tmp_path):
 # ------------------------------------------------------------------ optimised paths equal the plain path
 
 @pytest.mark.parametrize("config", [
-    cb.BertConfig.tiny(), cb.DistilBertConfig.tiny(), cb.MobileBertConfig.tiny(),
-    cb.MobileBertConfig.tiny(use_bottleneck_attention=True),
-    cb.MobileBertConfig.tiny(key_query_shared_bottleneck=False, intra_bottleneck_size=32),
-    cb.MobileBertConfig.tiny(use_bottleneck=False), cb.BertConfig.tiny(num_hidden_layers=1),
+    TINY["bert"](), TINY["distilbert"](), TINY["mobilebert"](),
+    TINY["mobilebert"](use_bottleneck_attention=True),
+    TINY["mobilebert"](key_query_shared_bottleneck=False, intra_bottleneck_size=32),
+    TINY["mobilebert"](use_bottleneck=False), TINY["bert"](num_hidden_layers=1),
 ], ids=lambda c: c.model_type)
 def test_positions_path_equals_full_logits(tmp_path, config):
     """Logits only at selected tokens (last layer computing only those queries) = full logits there."""

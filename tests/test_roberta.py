@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import compactbert as cb
-from conftest import max_rel_err, oracle_model, padded_batch, save_oracle, transformers
+from conftest import TINY, max_rel_err, oracle_model, padded_batch, save_oracle, transformers
 
 
 def _pair(tmp_path, task="masked_lm", **changes):
-    config = cb.RobertaConfig.tiny(**changes)
+    config = TINY["roberta"](**changes)
     oracle = oracle_model(config, task)
     folder = save_oracle(oracle, tmp_path / task)
     return oracle, cb.AutoModelForMaskedLM.from_pretrained(folder) if task == "masked_lm" else folder
@@ -58,7 +58,7 @@ def test_sequence_classifier_is_robertas_head(tmp_path):
     model = cb.AutoModelForSequenceClassification.from_pretrained(folder)
     assert model.pooler is None and model.classifier.out_features == 3
     assert {"classifier.dense.weight", "classifier.out_proj.weight"} <= set(model.hub_state_dict())
-    base = save_oracle(oracle_model(cb.RobertaConfig.tiny(), "base"), tmp_path / "base")
+    base = save_oracle(oracle_model(TINY["roberta"](), "base"), tmp_path / "base")
     _, info = cb.AutoModelForSequenceClassification.from_pretrained(base, output_loading_info=True)
     theirs = transformers.AutoModelForSequenceClassification.from_pretrained(base, output_loading_info=True)[1]
     assert sorted(info["missing_keys"]) == sorted(theirs["missing_keys"])
@@ -72,4 +72,4 @@ def test_registry_entries():
     names = {c.alias: c.repo_id for c in cb.list_checkpoints()}
     assert names["distilroberta-base"] == "distilbert/distilroberta-base"
     with pytest.raises(cb.ConfigError, match="roberta checkpoints have no next-sentence head"):
-        cb.AutoModelForNextSentencePrediction.from_config(cb.RobertaConfig.tiny())
+        cb.AutoModelForNextSentencePrediction.from_config(TINY["roberta"]())

@@ -144,10 +144,10 @@ def test_question_answering_ignores_padding(family):
 
 def test_distilbert_has_no_next_sentence_head():
     with pytest.raises(cb.ConfigError, match="distilbert checkpoints have no next-sentence head"):
-        cb.AutoModelForNextSentencePrediction.from_config(cb.DistilBertConfig.tiny())
+        cb.AutoModelForNextSentencePrediction.from_config(TINY["distilbert"]())
 
 
 def test_multiple_choice_needs_3d_input():
-    model = cb.AutoModelForMultipleChoice.from_config(cb.BertConfig.tiny())
+    model = cb.AutoModelForMultipleChoice.from_config(TINY["bert"]())
     with pytest.raises(cb.InputError, match=r"\(batch, choices, length\)"):
         model(torch.ones(2, 5, dtype=torch.long))

@@ -12,13 +12,13 @@ from compactbert.training import (
     TextExample, TrainingConfig, classification_collate, classification_metrics, fine_tune, linear_schedule,
     parameter_groups, read_csv_examples,
 )
-from conftest import minilm_folder, one_and_two_processes
+from conftest import TINY, minilm_folder, one_and_two_processes
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
 
 def test_no_weight_decay_on_biases_and_norms():
-    model = cb.AutoModelForSequenceClassification.from_config(cb.MobileBertConfig.tiny())  # NoNorm inside
+    model = cb.AutoModelForSequenceClassification.from_config(TINY["mobilebert"]())  # NoNorm inside
     decay, no_decay = parameter_groups(model, 0.01)
     named = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
@@ -40,7 +40,7 @@ def test_linear_schedule():
 
 
 def _tiny_setup():
-    config = cb.BertConfig.tiny(vocab_size=30522, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = TINY["bert"](vocab_size=30522, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
     examples = read_csv_examples(DATA / "sentiment_train.csv")[:24]
     return config, tokenizer, examples

@@ -17,7 +17,7 @@ from compactbert.training import (
     student_from_teacher,
 )
 from compactbert.training.runtime import Runtime, choose_device
-from conftest import DEVICES, minilm_folder
+from conftest import TINY, DEVICES, minilm_folder
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
@@ -34,7 +34,7 @@ def examples():
 
 def _classifier(dropout: float = 0.0) -> cb.PreTrainedModel:
     torch.manual_seed(0)
-    config = cb.BertConfig.tiny(vocab_size=30522, hidden_dropout_prob=dropout, attention_probs_dropout_prob=0.0)
+    config = TINY["bert"](vocab_size=30522, hidden_dropout_prob=dropout, attention_probs_dropout_prob=0.0)
     return cb.AutoModelForSequenceClassification.from_config(config)
 
 
@@ -54,7 +54,8 @@ def test_fine_tune_trains_on_the_device_as_on_the_cpu(device, tokenizer, example
     (which runs on the model's device) and the weights match a CPU run."""
     reference, expected = _train("cpu", tokenizer, examples,
                                  evaluate=lambda m: classification_metrics(m, examples, tokenizer))
-    model, result = _train(device, tokenizer, examples, evaluate=lambda m: classification_metrics(m, examples, tokenizer))
+    model, result = _train(device, tokenizer, examples,
+                           evaluate=lambda m: classification_metrics(m, examples, tokenizer))
     assert {p.device.type for p in model.parameters()} == {device}
     tolerance = 0 if device == "cpu" else 1e-4
     assert [h["train_loss"] for h in result.history] == pytest.approx(
@@ -80,7 +81,7 @@ def test_fp16_state_and_refusals(tmp_path, tokenizer, examples):
     _, result = _train("cpu", tokenizer, examples, fp16=True, checkpoint_dir=tmp_path)
     state = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
     assert state["scaler"]["scale"] > 0 and "cpu" in state["rng"]
-    mobile = cb.AutoModelForSequenceClassification.from_config(cb.MobileBertConfig.tiny())
+    mobile = cb.AutoModelForSequenceClassification.from_config(TINY["mobilebert"]())
     with pytest.raises(ConfigError, match="MobileBERT activations reach 1e7-1e8 and overflow float16"):
         fine_tune(mobile, examples, classification_collate(tokenizer), TrainingConfig(fp16=True))
 
@@ -119,7 +120,7 @@ def test_distill_on_the_device(device, tmp_path, tokenizer):
     histories = []
     for where in ("cpu", device):
         torch.manual_seed(0)
-        config = cb.BertConfig.tiny(vocab_size=30522, num_hidden_layers=2, hidden_dropout_prob=0.0,
+        config = TINY["bert"](vocab_size=30522, num_hidden_layers=2, hidden_dropout_prob=0.0,
                                     attention_probs_dropout_prob=0.0)
         teacher = cb.ForMaskedLM.from_config(config)
         student = student_from_teacher(teacher, [1])
@@ -140,13 +141,13 @@ def test_evaluation_helpers_follow_the_model(device, tokenizer, examples):
     labels = ClassifierLabeller(classifier, tokenizer)(examples[:4])
     assert len(labels) == 4 and all(isinstance(x, int) for x in labels)
     tagger = cb.AutoModelForTokenClassification.from_config(
-        cb.BertConfig.tiny(vocab_size=30522, id2label={0: "O", 1: "B-PER", 2: "I-PER"})).to(device)
+        TINY["bert"](vocab_size=30522, id2label={0: "O", 1: "B-PER", 2: "I-PER"})).to(device)
     from compactbert.training import TaggedExample
 
     tags = predict_tags(tagger, tokenizer, [TaggedExample(["Ada", "lived", "here"], ["O", "O", "O"])],
                         {0: "O", 1: "B-PER", 2: "I-PER"})
     assert len(tags[0]) == 3
-    filler = cb.ForMaskedLM.from_config(cb.BertConfig.tiny(vocab_size=30522)).to(device)
+    filler = cb.ForMaskedLM.from_config(TINY["bert"](vocab_size=30522)).to(device)
     assert len(InfillingGenerator(filler, tokenizer, seed=0)("the film was good and long", 2)) >= 1
 
 

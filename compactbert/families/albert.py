@@ -20,7 +20,7 @@ from ..config import check
 from ..io.keymaps import KeyTable, hub_classes, rule
 from ..nn.spec import EncoderSpec
 from ..registry import BenchModel, Family, KnownCheckpoint, register
-from .bert import OURS, BertConfig
+from .bert import OURS, TINY_GEOMETRY, BertConfig
 
 
 @dataclass
@@ -62,16 +62,15 @@ class AlbertConfig(BertConfig):
         return 0.0 if task == "question_answering" else self.classifier_dropout_prob
 
     @classmethod
-    def tiny(cls, **changes: Any) -> "AlbertConfig":
-        """BERT's tiny geometry with a narrower embedding and two layers sharing one group."""
-        base = dict(embedding_size=16, num_hidden_groups=1, hidden_act="gelu_new")
-        return super().tiny(**{**base, **changes})  # type: ignore[return-value]
-
-    @classmethod
     def base_v2(cls, **changes: Any) -> "AlbertConfig":
         """The `albert/albert-base-v2` geometry."""
         base = dict(hidden_size=768, num_attention_heads=12, intermediate_size=3072)
         return cls(**{**base, **changes})
+
+
+def tiny(**changes: Any) -> AlbertConfig:
+    """BERT's tiny geometry with a narrower embedding and two layers sharing one group."""
+    return AlbertConfig(**{**TINY_GEOMETRY, "embedding_size": 16, "num_hidden_groups": 1, **changes})
 
 
 GROUP = "encoder.albert_layer_groups.{i}.albert_layers.0."  # distinct layer i (inner_group_num is 1)
@@ -110,12 +109,12 @@ KEYS = KeyTable(
 FAMILY = register(Family(
     # The model has two token types, but transformers 5's AlbertTokenizer returns none (model_input_names
     # is input_ids and attention_mask), and compactbert's tokenizer returns what transformers' does.
-    model_type="albert", config_class=AlbertConfig, key_table=KEYS, tiny=AlbertConfig.tiny, token_types=False,
+    model_type="albert", config_class=AlbertConfig, key_table=KEYS, tiny=tiny, token_types=False,
     checkpoints=(
         KnownCheckpoint("albert-base-v2", "albert/albert-base-v2", "albert",
                         "12 layers sharing one set of weights (11M parameters), SentencePiece vocabulary"),
     ),
     bench=(BenchModel("albert", AlbertConfig.base_v2,
-                      lambda: AlbertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
+                      lambda: tiny(vocab_size=2000, max_position_embeddings=512),
                       tokenizer="unigram", tokenizer_class="AlbertTokenizer"),),
 ))

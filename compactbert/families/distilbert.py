@@ -55,10 +55,11 @@ class DistilBertConfig(BaseConfig):
             sinusoidal_positions=self.sinusoidal_pos_embds,
         )
 
-    @classmethod
-    def tiny(cls, **changes: Any) -> "DistilBertConfig":
-        base = dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
-        return cls(**{**base, **changes})
+
+def tiny(**changes: Any) -> DistilBertConfig:
+    """The tiny test preset (`Family.tiny`)."""
+    base = dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64)
+    return DistilBertConfig(**{**base, **changes})
 
 
 LAYER = "transformer.layer.{i}."
@@ -91,7 +92,7 @@ KEYS = KeyTable(
 
 
 FAMILY = register(Family(
-    model_type="distilbert", config_class=DistilBertConfig, key_table=KEYS, tiny=DistilBertConfig.tiny,
+    model_type="distilbert", config_class=DistilBertConfig, key_table=KEYS, tiny=tiny,
     token_types=False,
     checkpoints=(
         KnownCheckpoint("distilbert-base-uncased", "distilbert/distilbert-base-uncased", "distilbert",
@@ -109,6 +110,6 @@ FAMILY = register(Family(
                         "distilbert/distilbert-base-uncased-distilled-squad", "distilbert", "extractive QA"),
     ),
     bench=(BenchModel("distilbert", DistilBertConfig,
-                      lambda: DistilBertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
+                      lambda: tiny(vocab_size=2000, max_position_embeddings=512),
                       tokenizer="wordpiece", tokenizer_class="DistilBertTokenizer"),),
 ))

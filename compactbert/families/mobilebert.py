@@ -84,13 +84,6 @@ class MobileBertConfig(BaseConfig):
             pad_token_id=self.pad_token_id, initializer_range=self.initializer_range,
         )
 
-    @classmethod
-    def tiny(cls, **changes: Any) -> "MobileBertConfig":
-        base = dict(vocab_size=99, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                    num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
-                    num_feedforward_networks=3, max_position_embeddings=64, classifier_activation=False)
-        return cls(**{**base, **changes})
-
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["true_hidden_size"] = self.true_hidden_size  # transformers reads it; derived, so always written fresh
@@ -100,6 +93,14 @@ class MobileBertConfig(BaseConfig):
     def from_dict(cls, data: dict[str, Any]) -> "MobileBertConfig":
         data = {k: v for k, v in data.items() if k != "true_hidden_size"}
         return super().from_dict(data)  # type: ignore[return-value]
+
+
+def tiny(**changes: Any) -> MobileBertConfig:
+    """The tiny test preset (`Family.tiny`): every bottleneck, three stacked feed-forward networks."""
+    base = dict(vocab_size=99, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
+                num_attention_heads=4, intermediate_size=24, num_feedforward_networks=3, max_position_embeddings=64,
+                classifier_activation=False)
+    return MobileBertConfig(**{**base, **changes})
 
 
 KEYS = KeyTable(
@@ -122,7 +123,7 @@ KEYS = KeyTable(
 
 
 FAMILY = register(Family(
-    model_type="mobilebert", config_class=MobileBertConfig, key_table=KEYS, tiny=MobileBertConfig.tiny,
+    model_type="mobilebert", config_class=MobileBertConfig, key_table=KEYS, tiny=tiny,
     token_types=True,
     unsafe_dtypes={"float16": "MobileBERT activations reach 1e7-1e8 and overflow float16 (the outputs become NaN); "
                               "use bfloat16 or float32"},
@@ -133,6 +134,6 @@ FAMILY = register(Family(
                         "extractive QA fine-tune (SQuAD 2.0)"),
     ),
     bench=(BenchModel("mobilebert", lambda: MobileBertConfig(classifier_activation=False),
-                      lambda: MobileBertConfig.tiny(vocab_size=2000, max_position_embeddings=512),
+                      lambda: tiny(vocab_size=2000, max_position_embeddings=512),
                       tokenizer="wordpiece", tokenizer_class="BertTokenizer"),),
 ))

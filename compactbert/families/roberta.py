@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from ..io.keymaps import KeyTable, hub_classes, rule
 from ..nn.spec import EncoderSpec
 from ..registry import BenchModel, Family, KnownCheckpoint, register
-from .bert import BERT_BASE, BertConfig
+from .bert import BERT_BASE, TINY_GEOMETRY, BertConfig
 
 
 @dataclass
@@ -47,10 +47,10 @@ class RobertaConfig(BertConfig):
             return self.hidden_dropout_prob
         return super().head_dropout(task)
 
-    @classmethod
-    def tiny(cls, **changes: Any) -> "RobertaConfig":
-        """BERT's tiny geometry with RoBERTa's one token type; 66 position rows serve 64 tokens."""
-        return super().tiny(**{"type_vocab_size": 1, "max_position_embeddings": 66, **changes})
+
+def tiny(**changes: Any) -> RobertaConfig:
+    """BERT's tiny geometry with RoBERTa's one token type; 66 position rows serve 64 tokens."""
+    return RobertaConfig(**{**TINY_GEOMETRY, "type_vocab_size": 1, "max_position_embeddings": 66, **changes})
 
 
 KEYS = KeyTable(
@@ -70,7 +70,7 @@ KEYS = KeyTable(
 )
 
 FAMILY = register(Family(
-    model_type="roberta", config_class=RobertaConfig, key_table=KEYS, tiny=RobertaConfig.tiny, token_types=False,
+    model_type="roberta", config_class=RobertaConfig, key_table=KEYS, tiny=tiny, token_types=False,
     checkpoints=(
         KnownCheckpoint("distilroberta-base", "distilbert/distilroberta-base", "roberta",
                         "6-layer distilled RoBERTa, byte-level BPE, masked-LM head"),
@@ -78,6 +78,6 @@ FAMILY = register(Family(
                         "12-layer RoBERTa, byte-level BPE, masked-LM head"),
     ),
     bench=(BenchModel("distilroberta", lambda: RobertaConfig(num_hidden_layers=6),
-                      lambda: RobertaConfig.tiny(vocab_size=2000, max_position_embeddings=514),
+                      lambda: tiny(vocab_size=2000, max_position_embeddings=514),
                       tokenizer="bpe", tokenizer_class="RobertaTokenizer"),),
 ))

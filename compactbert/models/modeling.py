@@ -399,28 +399,3 @@ class ForMaskedLM(PreTrainedModel):
             targets = labels[positions] if positions is not None else labels.reshape(-1)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=-100)
         return self._output(MaskedLMOutput(loss=loss, logits=logits, last_hidden_state=hidden), run, return_dict)
-
-
-class _Auto:
-    """Factory namespace: `from_pretrained` / `from_config` build `model_class`."""
-
-    model_class: ClassVar[type[PreTrainedModel]]
-
-    def __init__(self) -> None:
-        raise TypeError(f"{type(self).__name__} is a factory: use {type(self).__name__}.from_pretrained(...)")
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:
-        return cls.model_class.from_pretrained(name_or_path, **kwargs)
-
-    @classmethod
-    def from_config(cls, config: BaseConfig, **kwargs: Any) -> PreTrainedModel:
-        return cls.model_class.from_config(config, **kwargs)
-
-
-class AutoModel(_Auto):
-    model_class = EncoderModel
-
-
-class AutoModelForMaskedLM(_Auto):
-    model_class = ForMaskedLM

@@ -15,7 +15,7 @@ from ..errors import ConfigError, InputError
 from ..registry import family_of
 from ..nn.heads import ClassificationHead, Pooler
 from ..nn.kernels import Linear
-from .modeling import ForMaskedLM, PreTrainedModel, _Auto
+from .modeling import ForMaskedLM, PreTrainedModel
 from .outputs import (
     ClassifierOutput, ModelOutput, PreTrainingOutput, QuestionAnsweringOutput, SentenceOrderPreTrainingOutput,
 )
@@ -235,27 +235,3 @@ class ForPreTraining(ForMaskedLM):
             if sentence_order else
             PreTrainingOutput(loss=loss, prediction_logits=logits, seq_relationship_logits=relationship))
         return self._output(output, run, return_dict)
-
-
-class AutoModelForSequenceClassification(_Auto):
-    model_class = ForSequenceClassification
-
-
-class AutoModelForTokenClassification(_Auto):
-    model_class = ForTokenClassification
-
-
-class AutoModelForQuestionAnswering(_Auto):
-    model_class = ForQuestionAnswering
-
-
-class AutoModelForMultipleChoice(_Auto):
-    model_class = ForMultipleChoice
-
-
-class AutoModelForNextSentencePrediction(_Auto):
-    model_class = ForNextSentencePrediction
-
-
-class AutoModelForPreTraining(_Auto):
-    model_class = ForPreTraining

@@ -327,7 +327,7 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
     device: where the three models run and candidates train (as `resolve_device` takes it; default
     CUDA when present, else the CPU)."""
     from ..models.modeling import ForMaskedLM
-    from ..models.task_models import AutoModelForSequenceClassification
+    from ..models.auto import AutoModelForSequenceClassification
     from ..tokenizer_files import AutoTokenizer
     from .text_classification import label_mapping, read_csv_examples
 

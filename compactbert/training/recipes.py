@@ -91,7 +91,7 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
 
 def _text_classification(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
                          hub: dict[str, Any]) -> _Job:
-    from ..models.task_models import AutoModelForSequenceClassification
+    from ..models.auto import AutoModelForSequenceClassification
 
     columns = dict(text_column=data.text_column, label_column=data.label_column,
                    text_pair_column=data.text_pair_column)
@@ -106,7 +106,7 @@ def _text_classification(model: Any, tokenizer: Any, train: Any, validation: Any
 
 def _token_classification(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
                           hub: dict[str, Any]) -> _Job:
-    from ..models.task_models import AutoModelForTokenClassification
+    from ..models.auto import AutoModelForTokenClassification
 
     examples = read_tagged_examples(train, data.words_field, data.tags_field)
     dev = read_tagged_examples(validation, data.words_field, data.tags_field, "validation") if validation else None
@@ -119,7 +119,7 @@ def _token_classification(model: Any, tokenizer: Any, train: Any, validation: An
 
 def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
                         hub: dict[str, Any]) -> _Job:
-    from ..models.task_models import AutoModelForQuestionAnswering
+    from ..models.auto import AutoModelForQuestionAnswering
 
     network = AutoModelForQuestionAnswering.from_pretrained(model, **hub)
     limits = [n for n in (tokenizer.model_max_length, network.config.max_input_length) if n]
@@ -137,7 +137,7 @@ def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any,
 
 def _multiple_choice(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
                      hub: dict[str, Any]) -> _Job:
-    from ..models.task_models import AutoModelForMultipleChoice
+    from ..models.auto import AutoModelForMultipleChoice
 
     fields = (data.context_field, data.choices_field, data.label_column)
     examples = read_choice_examples(train, *fields)
