@@ -232,7 +232,8 @@ def _encode(tokenizer: Any, texts: list[str], lengths: list[int]) -> tuple[torch
 
 
 def bench_speed(family: str, workdir: Path, peers: Peers, repeats: int, tiny: bool = False) -> dict[str, Any]:
-    from .bench import _alternate, build_checkpoint
+    from .bench import _alternate
+    from .synthetic import build_checkpoint
     from .tokenizer_files import AutoTokenizer
 
     folder = build_checkpoint(family, workdir / (family + ("-tiny" if tiny else "")), tiny)

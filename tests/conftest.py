@@ -131,7 +131,7 @@ def write_wordpiece_tokenizer(folder: Path, with_json: bool = True, lowercase: b
 
 def write_bpe_tokenizer(folder: Path, vocab_size: int = 500) -> int:
     """A RoBERTa-format byte-level BPE as amazon/bort ships it; returns the size including <mask>."""
-    from compactbert.bench import write_bpe_tokenizer as write
+    from compactbert.synthetic import write_bpe_tokenizer as write
 
     return write(folder, BPE_CORPUS * 20, vocab_size)
 
@@ -166,7 +166,7 @@ def tokenizer_folders(root: Path) -> dict[str, Path]:
     # A SentencePiece Unigram as albert-base-v2 ships it (tokenizer.json, "▁" word starts).
     albert = root / "albert-json"
     albert.mkdir()
-    from compactbert.bench import write_unigram_tokenizer
+    from compactbert.synthetic import write_unigram_tokenizer
 
     size = write_unigram_tokenizer(albert, BPE_CORPUS * 20, 300)
     (albert / "config.json").write_text(json.dumps({"model_type": "albert", "vocab_size": size}))
@@ -184,7 +184,7 @@ def tokenized_checkpoint(folder: Path, family: str, task: str = "masked_lm", **c
     if bench.tokenizer == "bpe":
         vocab = write_bpe_tokenizer(folder)
     elif bench.tokenizer == "unigram":
-        from compactbert.bench import write_unigram_tokenizer
+        from compactbert.synthetic import write_unigram_tokenizer
 
         vocab = write_unigram_tokenizer(folder, BPE_CORPUS * 20, 300)
     else:

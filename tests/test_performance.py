@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import compactbert as cb
-from compactbert.bench import bench_models
+from compactbert.synthetic import bench_models
 from compactbert.nn.kernels import cached_products, packed_dtypes
 from conftest import (
     FAMILIES, HEAD_CLASSES, has_head, max_rel_err, minilm_folder, padded_batch, tokenized_checkpoint,
