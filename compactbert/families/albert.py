@@ -20,7 +20,7 @@ from ..config import check
 from ..io.keymaps import KeyTable, hub_classes, rule
 from ..nn.spec import EncoderSpec
 from ..registry import BenchModel, Family, KnownCheckpoint, register
-from .bert import OURS, TINY_GEOMETRY, BertConfig
+from .bert import EMBEDDINGS, OURS, TINY_GEOMETRY, BertConfig
 
 
 @dataclass
@@ -77,11 +77,7 @@ GROUP = "encoder.albert_layer_groups.{i}.albert_layers.0."  # distinct layer i (
 
 KEYS = KeyTable(
     model_type="albert", prefix="albert.",
-    base=(
-        rule("embeddings.word_embeddings.weight", "encoder.embeddings.word.weight"),
-        rule("embeddings.position_embeddings.weight", "encoder.embeddings.position.weight"),
-        rule("embeddings.token_type_embeddings.weight", "encoder.embeddings.token_type.weight"),
-        rule("embeddings.LayerNorm.{p}", "encoder.embeddings.norm.{p}"),
+    base=EMBEDDINGS + (
         rule("encoder.embedding_hidden_mapping_in.{p}", "encoder.embeddings.projection.{p}"),
         rule(GROUP + "attention.query.{p}", OURS + "attention.q.{p}"),
         rule(GROUP + "attention.key.{p}", OURS + "attention.k.{p}"),

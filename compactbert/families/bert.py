@@ -74,12 +74,15 @@ def tiny(**changes: Any) -> BertConfig:
 LAYER = "encoder.layer.{i}."
 OURS = "encoder.layers.{i}."
 
-# BERT-style names, shared by BERT/BORT and MobileBERT.
-BERT_BASE = (
+# The embedding names every family here shares (DistilBERT without token types).
+EMBEDDINGS = (
     rule("embeddings.word_embeddings.weight", "encoder.embeddings.word.weight"),
     rule("embeddings.position_embeddings.weight", "encoder.embeddings.position.weight"),
     rule("embeddings.token_type_embeddings.weight", "encoder.embeddings.token_type.weight"),
     rule("embeddings.LayerNorm.{p}", "encoder.embeddings.norm.{p}"),
+)
+# BERT-style names, shared by BERT/BORT, MobileBERT and RoBERTa.
+BERT_BASE = EMBEDDINGS + (
     rule(LAYER + "attention.self.query.{p}", OURS + "attention.q.{p}"),
     rule(LAYER + "attention.self.key.{p}", OURS + "attention.k.{p}"),
     rule(LAYER + "attention.self.value.{p}", OURS + "attention.v.{p}"),

@@ -10,7 +10,7 @@ from ..config import BaseConfig, alias, check_activation, check_geometry
 from ..io.keymaps import KeyTable, hub_classes, rule
 from ..nn.spec import EncoderSpec
 from ..registry import BenchModel, Family, KnownCheckpoint, register
-from .bert import OURS
+from .bert import EMBEDDINGS, OURS
 
 
 @dataclass
@@ -65,10 +65,7 @@ def tiny(**changes: Any) -> DistilBertConfig:
 LAYER = "transformer.layer.{i}."
 KEYS = KeyTable(
     model_type="distilbert", prefix="distilbert.",
-    base=(
-        rule("embeddings.word_embeddings.weight", "encoder.embeddings.word.weight"),
-        rule("embeddings.position_embeddings.weight", "encoder.embeddings.position.weight"),
-        rule("embeddings.LayerNorm.{p}", "encoder.embeddings.norm.{p}"),
+    base=tuple(r for r in EMBEDDINGS if "token_type" not in r.hub) + (
         rule(LAYER + "attention.q_lin.{p}", OURS + "attention.q.{p}"),
         rule(LAYER + "attention.k_lin.{p}", OURS + "attention.k.{p}"),
         rule(LAYER + "attention.v_lin.{p}", OURS + "attention.v.{p}"),
