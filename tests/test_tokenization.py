@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compactbert as cb
-from conftest import tokenizer_folders, transformers, write_wordpiece_tokenizer
+from conftest import FAMILIES, tokenized_checkpoint, tokenizer_folders, transformers, write_wordpiece_tokenizer
 
 AWKWARD = [
     "", " ", "Hello World!", "Ünïcödé café naïve résumé", "中文字符和日本語のテキスト", "emoji 🤖🎉👍🏽 flags 🇫🇷",
@@ -145,3 +145,21 @@ def test_word_start_marker_follows_the_pre_tokenizer(pairs, tmp_path):
     assert ours.word_start == "▁"
     assert spaced_target(ours, "fox") and not spaced_target(ours, "▁fox")
     assert not spaced_target(pairs["minilm"][0], "fox")
+
+
+@pytest.fixture(scope="module")
+def family_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("family-tokenizers")
+    return {family: tokenized_checkpoint(root / family, family) for family in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_tokenizer_equals_transformers(family_folders, family):
+    """Each registered family's test checkpoint (its own tokenizer kind and conventions, from the
+    registry): ids, token types and masks equal transformers' on awkward text, alone and in pairs."""
+    ours = cb.AutoTokenizer.from_pretrained(family_folders[family])
+    theirs = transformers.AutoTokenizer.from_pretrained(family_folders[family])
+    for text in AWKWARD:
+        _same(ours, theirs, text)
+    _same(ours, theirs, "The fox jumps.", "Over the lazy dog, twice!")
+    assert ours.mask_token == theirs.mask_token and ours.pad_token_id == theirs.pad_token_id
