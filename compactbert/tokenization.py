@@ -330,7 +330,7 @@ class Tokenizer(PushToHubMixin):
 def _word_start(backend: Backend) -> str | None:
     """The mark a token carries when a space precedes it: "Ġ" (byte-level BPE), "▁" (SentencePiece's
     Metaspace), or None (WordPiece marks continuations, "##", instead)."""
-    found = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    found = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer is not None else {}
     kinds = {step.get("type") for step in found.get("pretokenizers", [found])}
     return "Ġ" if "ByteLevel" in kinds else "▁" if "Metaspace" in kinds else None
 
