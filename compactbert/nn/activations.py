@@ -1,6 +1,6 @@
 """Activation functions by the names Hub config files use.
 
-Only names that real checkpoints of the three families use, plus the common GELU variants.
+Only names that real checkpoints of the supported families use, plus the common GELU variants.
 "gelu" is the exact erf form, as in the original BERT code.
 """
 

@@ -1,4 +1,4 @@
-"""The one encoder core shared by BERT/BORT, MobileBERT and DistilBERT."""
+"""The one encoder core every family runs on (BERT/BORT, MobileBERT, DistilBERT, RoBERTa, ALBERT)."""
 
 from __future__ import annotations
 

@@ -253,7 +253,7 @@ class Projection(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """norm(fc_out(act(fc_in(x))) + x), post-LN as in all three families."""
+    """norm(fc_out(act(fc_in(x))) + x), post-LN as in every family here."""
 
     def __init__(self, size: int, ffn_size: int, activation: str, norm: str, eps: float, dropout: float) -> None:
         super().__init__()
