@@ -21,7 +21,7 @@ LAYERS = [
     ["tasks"],  # per-task pre- and post-processing, shared by pipelines and training
     ["sentence", "pipelines"],
     ["training"],
-    ["cli", "__main__", "bench", "peers", "quality", "synthetic", ""],  # entry points, the package itself
+    ["cli", "cli_training", "__main__", "bench", "peers", "quality", "synthetic", ""],  # entry points, the package itself
 ]
 
 
