@@ -304,7 +304,8 @@ class Tokenizer(PushToHubMixin):
     def save_pretrained(self, directory: str | os.PathLike, push_to_hub: bool = False, **push_options: Any) -> Path:
         """Write tokenizer.json and tokenizer_config.json (transformers reads both); with
         push_to_hub=True, then upload the folder (push options as in PreTrainedModel.save_pretrained)."""
-        from .io.files import save_folder, write_json
+        from .io.atomic import save_folder
+        from .io.files import write_json
 
         check_push_options(push_to_hub, push_options, "save_pretrained")
         config = {**self.special_tokens, "model_max_length": self.model_max_length,

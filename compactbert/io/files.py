@@ -10,8 +10,6 @@ import json
 import os
 import pickle
 import re
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -167,36 +165,6 @@ def _locate_shards(name_or_path: str | os.PathLike, index_path: Path, **hub_kwar
 
 
 # ---------------------------------------------------------------------------------------- writing
-
-def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path], None]],
-                remove: tuple[str, ...] | list[str] = ()) -> Path:
-    """Write files into `directory` atomically.
-
-    `writers` maps a file name to a function that writes that file at the path it is given. Every
-    file is written and flushed in a staging folder first; only then are they moved into place one
-    by one with os.replace (atomic per file), and then the files named in `remove` (left over from
-    an earlier save) are deleted. Other files already in `directory` (a tokenizer, a README) are kept.
-    """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.saving-", dir=directory.parent))
-    try:
-        for filename, write in writers.items():
-            target = staging / filename
-            write(target)
-            with open(target, "rb+") as fh:
-                os.fsync(fh.fileno())
-        if not directory.exists():
-            os.replace(staging, directory)
-            return directory
-        for filename in writers:
-            os.replace(staging / filename, directory / filename)
-        for filename in remove:
-            (directory / filename).unlink(missing_ok=True)
-        return directory
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
 
 SHARD_INDEX = "model.safetensors.index.json"
 _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")

@@ -17,7 +17,8 @@ from torch import nn
 
 from ..io import LoadReport, hub_to_internal, internal_to_hub, place_weights, read_weights
 from ..io.convert import decoder_is_tied
-from ..io.files import save_folder, stale_weight_files, weight_writers, write_json
+from ..io.atomic import save_folder
+from ..io.files import stale_weight_files, weight_writers, write_json
 from ..config import AutoConfig, BaseConfig
 from ..devices import device_from_map, resolve_device
 from ..nn.encoder import Encoder, EncoderRun, check_attn_implementation, init_parameter

@@ -11,14 +11,12 @@ import json
 import os
 from typing import Any, Iterable
 
+from ..io.atomic import write_atomic
+
 
 def write_json_atomic(path: str | os.PathLike, content: Any) -> None:
-    """Write JSON next to `path` and move it into place: readers never see a half-written file."""
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(content, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (io/atomic.py): readers never see a half-written file."""
+    write_atomic(path, lambda target: target.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8"))
 
 
 def read_csv(path: str | os.PathLike, columns: Iterable[str]) -> list[dict[str, str]]:

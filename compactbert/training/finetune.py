@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..nn.layers import NoNorm
+from ..io.atomic import write_atomic
 from ..options import option
 from .runtime import Runtime, keeps_global_rng, precision
 
@@ -130,10 +131,7 @@ _STATE_FILE = "trainer_state.pt"
 
 def _save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write the trainer state atomically: an interrupted write keeps the previous epoch's state."""
-    os.makedirs(directory, exist_ok=True)
-    target = os.path.join(directory, _STATE_FILE)
-    torch.save(state, target + ".tmp")
-    os.replace(target + ".tmp", target)
+    write_atomic(os.path.join(directory, _STATE_FILE), lambda path: torch.save(state, path))
 
 
 @keeps_global_rng
