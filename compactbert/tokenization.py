@@ -305,21 +305,24 @@ class Tokenizer(PushToHubMixin):
         """Write tokenizer.json and tokenizer_config.json (transformers reads both); with
         push_to_hub=True, then upload the folder (push options as in PreTrainedModel.save_pretrained)."""
         from .io.atomic import save_folder
-        from .io.files import write_json
 
         check_push_options(push_to_hub, push_options, "save_pretrained")
+        saved = save_folder(directory, *self.folder_files(directory))
+        if push_to_hub:
+            push_folder(saved, **push_options)
+        return saved
+
+    def folder_files(self, directory: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
+        """(file name -> writer, files to remove) of a save: tokenizer.json and tokenizer_config.json."""
+        from .io.files import write_json
+
         config = {**self.special_tokens, "model_max_length": self.model_max_length,
                   "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
                   "padding_side": self.padding_side, "truncation_side": self.truncation_side}
         if not self.returns_token_type_ids:
             config["model_input_names"] = ["input_ids", "attention_mask"]
-        saved = save_folder(directory, {
-            "tokenizer.json": lambda path: self.backend.save(str(path)),
-            "tokenizer_config.json": lambda path: write_json(config, path),
-        })
-        if push_to_hub:
-            push_folder(saved, **push_options)
-        return saved
+        return {"tokenizer.json": lambda path: self.backend.save(str(path)),
+                "tokenizer_config.json": lambda path: write_json(config, path)}, []
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "Tokenizer":

@@ -72,3 +72,25 @@ def test_a_failed_save_keeps_the_previous_folder_untouched(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
     save_folder(folder, {"a.txt": lambda p: p.write_text("new a")}, remove=["b.txt"])
     assert sorted(p.name for p in folder.iterdir()) == ["a.txt"] and (folder / "a.txt").read_text() == "new a"
+
+
+def test_model_tokenizer_and_metrics_are_saved_as_one_change(tmp_path):
+    """Outputs of the recipes (model, tokenizer, metrics.json) are one atomic save: a failure while
+    writing any of them leaves the previous folder as it was, model and tokenizer alike."""
+    from compactbert.io.atomic import save_together
+    from conftest import minilm_folder
+
+    tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
+    first = cb.AutoModelForMaskedLM.from_config(TINY["bert"](vocab_size=30522))
+    save_together(tmp_path / "out", [first, tokenizer], {"metrics.json": {"round": 1}})
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "metrics.json"} <= set(before)
+
+    class Broken:
+        def folder_files(self, directory):
+            return {"notes.txt": lambda path: (_ for _ in ()).throw(OSError("disk full"))}, []
+
+    second = cb.AutoModelForMaskedLM.from_config(TINY["bert"](vocab_size=30522, hidden_size=64))
+    with pytest.raises(OSError, match="disk full"):
+        save_together(tmp_path / "out", [second, tokenizer, Broken()], {"metrics.json": {"round": 2}})
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -73,6 +74,22 @@ def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path]
         return directory
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_together(directory: str | os.PathLike, parts: list[Any], json_files: dict[str, Any] | None = None) -> Path:
+    """One atomic save of several things into one folder: each part (a model, a tokenizer) gives its
+    files through `folder_files(directory)`, and `json_files` (name -> content) are written beside
+    them, so a crash never leaves a new model next to an old tokenizer or old metrics."""
+    writers: dict[str, Callable[[Path], None]] = {}
+    remove: list[str] = []
+    for part in parts:
+        files, stale = part.folder_files(directory)
+        writers.update(files)
+        remove += stale
+    for name, content in (json_files or {}).items():
+        writers[name] = lambda path, content=content: path.write_text(json.dumps(content, indent=2) + "\n",
+                                                                      encoding="utf-8")
+    return save_folder(directory, writers, remove=[name for name in remove if name not in writers])
 
 
 def _link(source: Path, target: Path) -> None:

@@ -250,6 +250,16 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
             raise ConfigError("compactbert writes safetensors only: a pickled .bin can run code when it is loaded")
         if not is_main_process:
             return directory
+        save_folder(directory, *self.folder_files(directory, max_shard_size))
+        if push_to_hub:
+            push_folder(directory, **push_options)
+        return directory
+
+    def folder_files(self, directory: str | os.PathLike, max_shard_size: int | str = "50GB",
+                     ) -> tuple[dict[str, Any], list[str]]:
+        """(file name -> writer, old files to remove) of a save into `directory`: config.json, the
+        weights, and the weight files of an earlier layout; for `save_folder`, alone or together
+        with a tokenizer's files (`io.atomic.save_together`)."""
         data = self.config.to_dict()
         data["architectures"] = [self.key_table.hub_classes[self.task]]
         data["tie_word_embeddings"] = (decoder_is_tied(self, self.key_table) if hasattr(self, "mlm")
@@ -260,10 +270,7 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
             data[QUANTIZE_KEY] = self.quantized
         files = weight_writers(self.hub_state_dict(), max_shard_size)
         files["config.json"] = lambda path: write_json(data, path)
-        save_folder(directory, files, remove=stale_weight_files(directory, files))
-        if push_to_hub:
-            push_folder(directory, **push_options)
-        return directory
+        return files, stale_weight_files(directory, files)
 
     def train(self, mode: bool = True) -> "PreTrainedModel":
         """Training mode drops the packed inference weights (kernels.py); they return on the next

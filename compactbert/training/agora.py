@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..io.atomic import save_together
 from .data import write_json_atomic
 from ..devices import model_device, resolve_device, to_device
 from .finetune import TrainingConfig, fine_tune
@@ -352,6 +353,5 @@ def agora_from_files(model: str | os.PathLike, train: str | os.PathLike, validat
                    lambda m, items: classification_predictions(m, items, tokenizer), holdout=holdout,
                    neighbours=neighbours, max_replays=max_replays, seed=seed,
                    report_path=os.path.join(output_dir, "agora_report.json"))
-    result.model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    save_together(output_dir, [result.model, tokenizer])  # beside agora_report.json, written each round
     return result

@@ -17,6 +17,7 @@ gradients are averaged (DistributedDataParallel); only rank 0 logs and saves.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import write_json_atomic
+from ..io.atomic import save_together
 from ..options import option
 from .finetune import check_schedule, linear_schedule, parameter_groups, refuse_renamed
 from .runtime import Runtime, is_main_process, keeps_global_rng, precision
@@ -245,8 +246,7 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
             logger.info("epoch %d: %s", epoch, record)
     student.eval()
     if config.output_dir is not None and run.rank == 0:
-        student.save_pretrained(config.output_dir)
-        tokenizer.save_pretrained(config.output_dir)
+        save_together(config.output_dir, [student, tokenizer])
     return result
 
 
@@ -295,11 +295,13 @@ def distill_from_files(teacher: str | os.PathLike, corpus: Sequence[str | os.Pat
     if held_out:
         metrics["agreement_before"], metrics["divergence_before"] = mlm_comparison(
             student, teacher_model, tokenizer, held_out, seed=config.seed)
-    result = distill(teacher_model, student, tokenizer, TextCorpus(corpus), config)
+    # distill saves nothing here: the student, tokenizer and metrics.json are saved together below
+    result = distill(teacher_model, student, tokenizer, TextCorpus(corpus),
+                     dataclasses.replace(config, output_dir=None))
     if held_out:
         metrics["agreement_after"], metrics["divergence_after"] = mlm_comparison(
             student, teacher_model, tokenizer, held_out, seed=config.seed)
     metrics["history"] = result.history
     if is_main_process():
-        write_json_atomic(os.path.join(config.output_dir, "metrics.json"), metrics)
+        save_together(config.output_dir, [student, tokenizer], {"metrics.json": metrics})
     return metrics

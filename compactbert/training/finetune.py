@@ -1,8 +1,9 @@
 """A compact fine-tuning loop, readable in one sitting.
 
 AdamW with no weight decay on biases and norms, linear warm-up then linear decay, global
-gradient-norm clipping, gradient accumulation, bf16 or fp16 autocast on any device, evaluation
-after every epoch, keep-best, seeded shuffling, resume, torchrun. Works for any compactbert model whose forward returns `.loss`.
+gradient-norm clipping, gradient accumulation, bf16 or fp16 autocast on any device,
+evaluation after every epoch, keep-best, seeded shuffling, resume, torchrun. Works for any
+compactbert model whose forward returns `.loss`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from .data import write_json_atomic
+from ..io.atomic import save_together
 from ..options import option
 from .finetune import TrainingConfig, TrainingResult, fine_tune
 from .runtime import is_main_process, keeps_global_rng
@@ -79,13 +79,14 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
                        "greater_is_better=%r are overridden", chosen, task, config.metric_for_best_model,
                        config.greater_is_better)
     config = dataclasses.replace(config, metric_for_best_model=chosen, greater_is_better=True)
-    result = fine_tune(job.model, job.train, job.collate, config, job.evaluate, resume=resume)
+    # fine_tune saves nothing here: the model, tokenizer and metrics.json are saved together below
+    result = fine_tune(job.model, job.train, job.collate, dataclasses.replace(config, output_dir=None), job.evaluate,
+                       resume=resume)
     kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
     metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.num_train_epochs,
                **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
-    if is_main_process():  # under torchrun, one process writes
-        tokenizer.save_pretrained(config.output_dir)
-        write_json_atomic(os.path.join(config.output_dir, "metrics.json"), metrics)
+    if is_main_process():  # under torchrun, one process writes; one atomic save of the whole folder
+        save_together(config.output_dir, [job.model, tokenizer], {"metrics.json": metrics})
     return result, metrics
 
 
