@@ -8,8 +8,11 @@ not know are kept in `extra` and written back. Each family config also describes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,6 +23,48 @@ from .registry import get_family, model_types
 
 # Keys transformers writes that describe the saving run, not the model: never carried over.
 _VOLATILE_KEYS = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "model_type"}
+
+
+def _accepts(kind: Any, value: Any) -> bool:
+    """Whether `value` fits the annotation `kind` (bool is not an int here; an int is a float)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(k, value) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is not None:  # dict[...], list[...]
+        return isinstance(value, origin)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "extra")
+
+
+def _check_types(config: Any) -> None:
+    """A ConfigError naming the field when a value has the wrong type ("hidden_size": "768")."""
+    for name, kind in _field_types(type(config)):
+        value = getattr(config, name)
+        if not _accepts(kind, value):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(f"{type(config).__name__}.{name} must be {_describe(kind)}, got {shown} "
+                              f"({type(value).__name__})")
+
+
+def _describe(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "an object",
+             list: "a list", type(None): "null"}
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(k) for k in typing.get_args(kind))
+    return names.get(typing.get_origin(kind) or kind, str(kind))
 
 
 def check(condition: bool, message: str) -> None:
@@ -45,6 +90,7 @@ class BaseConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # unknown config.json fields, kept for round trips
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.id2label is not None:
             try:
                 self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
@@ -189,7 +235,8 @@ def check_geometry(width: int, heads: int, layers: int, ffn: int) -> None:
 
 
 def check_activation(name: str, field_name: str) -> None:
-    check(name in ACTIVATIONS, f"{field_name} {name!r} is not supported; choose one of {', '.join(sorted(ACTIVATIONS))}")
+    check(name in ACTIVATIONS,
+          f"{field_name} {name!r} is not supported; choose one of {', '.join(sorted(ACTIVATIONS))}")
 
 
 def _read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -225,7 +272,11 @@ class AutoConfig:
         model_type = data.get("model_type")
         if model_type is None:
             raise ConfigError(f"{source} has no 'model_type' field; compactbert cannot tell which family it is")
-        return config_class(model_type, source).from_dict(data)
+        try:
+            return config_class(model_type, source).from_dict(data)
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
 
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> BaseConfig:

@@ -22,6 +22,7 @@ from .io.hub import find_file, split_hub_kwargs
 from .registry import get_family
 from .tokenization import Tokenizer
 
+_MAX_TOKENIZER_BYTES = 512 * 2**20  # the largest real tokenizer.json files are about 30 MiB
 _UNSET_MAX_LENGTH = 10**20  # transformers writes int(1e30) when a checkpoint sets no limit
 
 _WORDPIECE_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
@@ -181,6 +182,10 @@ class AutoTokenizer:
 
         tokenizer_json = find("tokenizer.json")
         if tokenizer_json is not None:
+            size = tokenizer_json.stat().st_size
+            if size > _MAX_TOKENIZER_BYTES:
+                raise CheckpointError(f"{tokenizer_json} is {size / 2**20:.0f} MiB; tokenizer files are at most tens of "
+                                      f"MiB, and compactbert refuses those over {_MAX_TOKENIZER_BYTES // 2**20} MiB")
             try:
                 backend = Backend.from_file(str(tokenizer_json))
             except Exception as exc:

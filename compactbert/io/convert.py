@@ -114,6 +114,10 @@ def place_weights(model: nn.Module, state: dict[str, torch.Tensor], origin: dict
                 f"{origin[name]} has shape {tuple(value.shape)} in {report.source}, but this model expects "
                 f"{tuple(target.shape)} (from its config.json); the weights and config do not belong together"
             )
+        if not value.is_floating_point():
+            raise CheckpointError(f"{origin[name]} holds {str(value.dtype).replace('torch.', '')} values in "
+                                  f"{report.source}, where the model needs floating-point weights; the file is "
+                                  "not a checkpoint of this model")
         owner, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(owner), leaf, nn.Parameter(value.to(device=device, dtype=dtype)))
         report.loaded.append(name)

@@ -126,10 +126,24 @@ def find_file(name_or_path: str | os.PathLike, filename: str, subfolder: str | N
     folder = local_folder(name_or_path)
     if folder is not None:
         path = folder / filename
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        _check_inside(path, folder)
+        return path
     name = str(name_or_path)
     repo_id = repo_id_for(name)
     return _download(repo_id, filename, **hub_kwargs)
+
+
+def _check_inside(path: Path, folder: Path) -> None:
+    """A CheckpointError when a file of a local folder is a link to somewhere outside it. A Hub cache
+    snapshot's links into its repository's blobs/ are allowed."""
+    root = folder.resolve()
+    roots = [root, root.parent.parent] if root.parent.name == "snapshots" else [root]
+    target = path.resolve()
+    if not any(target.is_relative_to(r) for r in roots):
+        raise CheckpointError(f"{path} links outside the checkpoint folder (to {target}); compactbert reads only "
+                              "files inside the folder it is given")
 
 
 def offline_mode() -> bool:

@@ -122,6 +122,7 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
                     attn_implementation: str | None = None) -> "PreTrainedModel":
         """A randomly initialised model (in eval mode: call .train() to train it)."""
         target = resolve_dtype(_one_dtype(dtype, torch_dtype))
+        check_size(config)
         model = cls(config)
         model.post_init()
         model.eval()
@@ -165,6 +166,7 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
         if config is None:
             config = AutoConfig.from_pretrained(name_or_path, **hub_kwargs)
         config = cls._apply_overrides(config, overrides)
+        check_size(config)
         state, filename = read_weights(name_or_path, use_safetensors=use_safetensors, **hub_kwargs)
         file_dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
         target = resolve_dtype(_one_dtype(dtype, torch_dtype), file_dtype)
@@ -328,6 +330,26 @@ def _one_dtype(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str |
     if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
         raise TypeError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
     return dtype if dtype is not None else torch_dtype
+
+
+def check_size(config: BaseConfig) -> None:
+    """A ConfigError, before anything is allocated, for a config whose model could not fit in this
+    machine's memory even in bfloat16 (a hostile or mistyped config: vocab_size 10**12, 10**6 layers)."""
+    spec = config.encoder_spec()
+    need = spec.parameter_count() * 2  # bytes in bfloat16, the smallest float compactbert builds in
+    have = _physical_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"this config describes about {spec.parameter_count():.3g} parameters (vocab_size "
+                          f"{spec.vocab_size}, {spec.num_layers} layers of width {spec.hidden_size}), "
+                          f"{need / 2**30:.1f} GiB even in bfloat16, more than this machine's "
+                          f"{have / 2**30:.1f} GiB of memory; check config.json")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no check
+        return None
 
 
 def check_dtype(config: BaseConfig, dtype: torch.dtype) -> None:
