@@ -322,3 +322,35 @@ def test_probe_is_cached_and_retried_after_a_while(monkeypatch):
     monkeypatch.setattr(hub_module.time, "monotonic", lambda: clock)
     hub_module.hub_unreachable()
     assert len(calls) == 2
+
+
+def test_offline_mode_opens_no_socket(hub, tmp_path):
+    """HF_HUB_OFFLINE=1 after a download: loading by name from the cache and a call of every pipeline
+    open zero sockets (socket.connect is replaced by a guard that records and refuses)."""
+    folder = tokenized_checkpoint(tmp_path / "repo", "distilbert")
+    hub.add("org/offline", folder)
+    assert run(hub, tmp_path, "download", "org/offline").returncode == 0
+    code = """
+import json, socket
+attempts = []
+def refuse(self, address, *args):
+    attempts.append(repr(address))
+    raise OSError("network use in offline mode")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+import compactbert as cb
+name = "org/offline"
+cb.AutoConfig.from_pretrained(name); cb.AutoTokenizer.from_pretrained(name)
+cb.AutoModelForMaskedLM.from_pretrained(name); cb.AutoModel.from_pretrained(name)
+cb.pipeline("fill-mask", model=name)("The quick brown [MASK] jumps.")
+cb.pipeline("feature-extraction", model=name)("a text")
+cb.pipeline("sentence-embedding", model=name)(["a text", "another"])
+cb.pipeline("text-classification", model=name)("a text")
+cb.pipeline("token-classification", model=name)("Ada lived in London")
+cb.pipeline("question-answering", model=name)(question="Who?", context="Ada lived in London.")
+cb.SentenceTransformer(name).encode(["a text"])
+print(json.dumps(attempts))
+"""
+    out = run(hub, tmp_path, code=code, offline=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
