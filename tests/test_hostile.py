@@ -90,3 +90,27 @@ def test_oversized_tokenizer_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(tokenizer_files, "_MAX_TOKENIZER_BYTES", 1024)
     with pytest.raises(cb.CheckpointError, match="tokenizer.json is 0 MiB; .* refuses those over 0 MiB"):
         cb.AutoTokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("lie", ["shape", "offsets", "header_length"])
+def test_safetensors_header_that_lies(tmp_path, lie):
+    """A header whose shapes, offsets or length disagree with the data is named, never read past."""
+    import struct
+
+    folder = save_oracle(oracle_model(TINY["bert"](), "masked_lm"), tmp_path / "model")
+    path = folder / "model.safetensors"
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    key = next(k for k in header if k != "__metadata__")
+    if lie == "shape":
+        header[key]["shape"] = [10**9]
+    elif lie == "offsets":
+        header[key]["data_offsets"] = [0, 10**12]
+    if lie == "header_length":
+        path.write_bytes(struct.pack("<Q", 10**15) + raw[8:])
+    else:
+        text = json.dumps(header).encode()
+        path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + size:])
+    with pytest.raises(cb.CheckpointError, match="model.safetensors"):
+        cb.AutoModelForMaskedLM.from_pretrained(folder)
