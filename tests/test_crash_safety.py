@@ -94,3 +94,11 @@ def test_model_tokenizer_and_metrics_are_saved_as_one_change(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         save_together(tmp_path / "out", [second, tokenizer, Broken()], {"metrics.json": {"round": 2}})
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_saving_through_a_link_to_a_folder_keeps_the_link(tmp_path):
+    real = tmp_path / "real"
+    save_folder(real, {"a.txt": lambda p: p.write_text("old")})
+    (tmp_path / "link").symlink_to(real)
+    save_folder(tmp_path / "link", {"a.txt": lambda p: p.write_text("new")})
+    assert (tmp_path / "link").is_symlink() and (real / "a.txt").read_text() == "new"

@@ -52,6 +52,8 @@ def save_folder(directory: str | os.PathLike, writers: dict[str, Callable[[Path]
     given) into `directory` as one atomic change. Other files already there (a tokenizer next to
     a model, a README) are kept; the files named in `remove` (left over from an earlier save) go."""
     directory = Path(directory)
+    if directory.is_symlink():  # save into the folder the link names, keeping the link
+        directory = directory.resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.saving-", dir=directory.parent))
     try:
@@ -115,7 +117,10 @@ _AT_FDCWD = -100
 
 def _exchange(new: Path, current: Path) -> None:
     """Swap two folders in one step; where that is not possible, rename the current one aside first."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    try:
+        renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    except (OSError, TypeError):  # no C library to open by name (Windows)
+        renameat2 = None
     if renameat2 is not None:
         if renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(current), _RENAME_EXCHANGE) == 0:
             return
