@@ -33,7 +33,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser],
                                        "multiple-choice"], help="what the model learns to do")
     tune.add_argument("--model", required=True, help="Hub id, alias or local folder to start from")
     tune.add_argument("--train", required=True, help="text classification: CSV with a header row or JSON lines; "
-                      "token classification and QA: JSON lines (see docs/fine-tuning.md); or a `datasets` name")
+                      "token classification and QA: JSON lines (see docs/fine-tuning.md); or hf:NAME, a Hub dataset")
     tune.add_argument("--validation", help="the same, to evaluate on after every epoch (keeps the best epoch)")
     add_config_options(tune, DataOptions, [f.name for f in dataclasses.fields(DataOptions)])
     add_config_options(tune, TrainingConfig, ["num_train_epochs", "per_device_train_batch_size",
@@ -65,7 +65,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser],
     ag.add_argument("--labeller", required=True, help="a fine-tuned classifier that labels generated texts")
     ag.add_argument("--filler", required=True, help="a masked-LM that generates neighbours by in-filling "
                     "(not BORT's own checkpoint: its masked-LM head is untrained)")
-    ag.add_argument("--train", required=True, help="CSV (header row) or JSON lines, or a `datasets` name")
+    ag.add_argument("--train", required=True, help="CSV (header row) or JSON lines, or hf:NAME, a Hub dataset")
     ag.add_argument("--validation", required=True, help="the dev set: searched on, and partly held out")
     add_config_options(ag, DataOptions, ["text_column", "text_pair_column", "label_column"])
     ag.add_argument("--learning-rates", default="1e-4,1e-5,9e-6", help="comma-separated grid values")

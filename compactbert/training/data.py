@@ -52,20 +52,28 @@ def read_jsonl(path: str | os.PathLike, fields: Iterable[str]) -> list[dict[str,
     return records
 
 
+HUB_DATASET = "hf:"  # the prefix that names a dataset on the Hub instead of a file
+
+
 def load_records(source: str | os.PathLike, split: str, fields: Iterable[str]) -> list[dict[str, Any]]:
-    """Records from a local .csv / .jsonl / .json file, or else from the `datasets` library by name
-    ("conll2003", "squad", "glue:sst2" for a configuration) when it is installed and can reach the Hub."""
+    """Records from a local .csv / .jsonl / .json file, or from the `datasets` library for a name
+    with the prefix hf: ("hf:conll2003", "hf:squad", "hf:glue:sst2" for a configuration). Without the
+    prefix a source is a file, so a mistyped path is an error naming it, never a Hub lookup."""
     fields = list(fields)
     text = str(source)
-    if os.path.exists(text):
+    if not text.startswith(HUB_DATASET):
+        if not os.path.isfile(text):
+            raise ValueError(f"{text}: no such file (a dataset from the Hub is named with the prefix "
+                             f"{HUB_DATASET}, e.g. {HUB_DATASET}squad or {HUB_DATASET}glue:sst2)")
         if text.endswith(".csv"):
             return read_csv(text, fields)
         return read_jsonl(text, fields)
+    text = text[len(HUB_DATASET):]
     try:
         import datasets  # optional: only for loading public datasets by name
     except ImportError:
-        raise ValueError(f"{text} is not a file, and the `datasets` package (needed to load a dataset by name) "
-                         f"is not installed") from None
+        raise ValueError(f"{HUB_DATASET}{text}: loading a dataset from the Hub needs the `datasets` package, "
+                         "which is not installed (pip install datasets)") from None
     name, _, config = text.partition(":")
     try:
         table = datasets.load_dataset(name, config or None, split=split)

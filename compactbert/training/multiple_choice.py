@@ -34,7 +34,7 @@ class ChoiceExample:
 def read_choice_examples(path: str | os.PathLike, context_field: str = "context", choices_field: str = "choices",
                          label_field: str = "label", split: str = "train") -> list[ChoiceExample]:
     """Examples from JSON lines ({"context": ..., "choices": [...], "label": 1} per line) or a
-    `datasets` name with those fields."""
+    Hub dataset named hf:NAME with those fields."""
     examples = []
     for n, record in enumerate(load_records(path, split, [context_field, choices_field, label_field]), 1):
         try:

@@ -42,7 +42,7 @@ class QAExample:
 def read_qa_examples(path: str | os.PathLike, split: str = "train") -> list[QAExample]:
     """Examples from JSON lines in SQuAD's layout, one question per line:
     {"question": ..., "context": ..., "answers": {"text": [...], "answer_start": [...]}};
-    "answers" may also be a list of strings (found in the context), or a `datasets` name ("squad")."""
+    "answers" may also be a list of strings (found in the context), or a Hub dataset named hf:NAME ("hf:squad")."""
     examples = []
     for n, record in enumerate(load_records(path, split, ["question", "context", "answers"]), 1):
         answers = record["answers"]

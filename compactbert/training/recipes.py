@@ -57,7 +57,7 @@ class _Job:
 def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike | None,
                   config: TrainingConfig, data: DataOptions | None = None,
                   hub: dict[str, Any] | None = None, resume: bool = False) -> tuple[TrainingResult, dict[str, Any]]:
-    """Fine-tune `model` (name or folder) for `task` on files (or `datasets` names); save the best
+    """Fine-tune `model` (name or folder) for `task` on files (or Hub datasets named hf:NAME); save the best
     epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json.
     resume: continue from the trainer state in `config.checkpoint_dir` (see `fine_tune`)."""
     from ..tokenizer_files import AutoTokenizer
