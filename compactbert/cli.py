@@ -16,14 +16,14 @@ from .errors import CompactBertError
 from .options import HelpFormatter
 
 
-def _add_hub_options(parser: argparse.ArgumentParser) -> None:
+def add_hub_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="branch, tag or commit of the Hub repository")
     parser.add_argument("--cache-dir", help="Hub cache folder (default: the huggingface_hub cache)")
     parser.add_argument("--local-files-only", action="store_true", help="never touch the network")
     parser.add_argument("--token", help="Hub access token (default: the saved login, if any)")
 
 
-def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("revision", "cache_dir", "token"):
         if getattr(args, name, None):
@@ -59,14 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("--allow-untrained-head", action="store_true",
                       help="run a checkpoint without a masked-LM head anyway (random predictions; experiments only)")
     fill.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _add_hub_options(fill)
+    add_hub_options(fill)
 
     download = command("download", "fetch a checkpoint into the Hub cache for offline use")
     download.add_argument("name", help="Hub id or alias")
     download.add_argument("--force", action="store_true", help="download again even if cached")
-    _add_hub_options(download)
+    add_hub_options(download)
 
-    add_training_commands(command, _add_hub_options)
+    add_training_commands(command)
 
     listing = command("list", "known checkpoints, their aliases, and which are available offline")
     listing.add_argument("--cache-dir", help="Hub cache folder (default: the huggingface_hub cache)")
@@ -100,12 +100,12 @@ def _fill_mask(args: argparse.Namespace) -> int:
         raise CompactBertError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
         raise CompactBertError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = _device(args.device)
+    device = checked_device(args.device)
     texts = _read_texts(args)
     from .pipelines import pipeline
 
     fill = pipeline("fill-mask", model=args.model, dtype=args.dtype, quantize=args.quantize, batch_size=args.batch_size,
-                    device=device, allow_untrained_head=args.allow_untrained_head, **_hub_kwargs(args))
+                    device=device, allow_untrained_head=args.allow_untrained_head, **hub_kwargs(args))
     results = fill(texts, top_k=args.top_k, targets=targets)
     if len(texts) == 1:
         results = [results]  # the pipeline unwraps a single text
@@ -142,7 +142,7 @@ def _targets(option: str | None) -> list[str] | None:
     return targets
 
 
-def _device(option: str | None) -> "str | None":
+def checked_device(option: str | None) -> "str | None":
     """Check --device before anything loads: a device torch knows, and that this machine has."""
     if option is not None:
         from .devices import resolve_device
@@ -183,7 +183,7 @@ def _download(args: argparse.Namespace) -> int:
     if offline_mode():
         raise CompactBertError(f"HF_HUB_OFFLINE is set, so nothing can be downloaded; run this command with it unset "
                                f"(env -u HF_HUB_OFFLINE compactbert download {args.name})")
-    hub = _hub_kwargs(args)
+    hub = hub_kwargs(args)
     if args.force:
         hub["force_download"] = True
     config = resolve_file(args.name, "config.json", **hub)

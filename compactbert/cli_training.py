@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .cli import _device, _hub_kwargs
+from .cli import add_hub_options, checked_device, hub_kwargs
 from .errors import CompactBertError
 from .options import add_config_options, add_parameter_options
 
@@ -19,8 +19,7 @@ _DEVICE_HELP = {"device": "where training runs: cpu, cuda, cuda:1, mps (default:
                           "rank's GPU under torchrun; else cpu)"}
 
 
-def add_training_commands(command: Callable[..., argparse.ArgumentParser],
-                          add_hub_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     """The finetune, distill and agora subcommands. Their options come from the dataclasses and
     signatures that hold them (compactbert/options.py), so each default is written once."""
     from .training.agora import agora_from_files
@@ -97,13 +96,13 @@ def finetune(args: argparse.Namespace) -> int:
                             gradient_accumulation_steps=args.gradient_accumulation_steps,
                             learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio,
                             weight_decay=args.weight_decay, seed=args.seed, max_grad_norm=args.max_grad_norm,
-                            bf16=args.bf16, fp16=args.fp16, device=_device(args.device),
+                            bf16=args.bf16, fp16=args.fp16, device=checked_device(args.device),
                             checkpoint_dir=args.checkpoint_dir, output_dir=args.output_dir, progress=args.progress)
     data = DataOptions(text_column=args.text_column, text_pair_column=args.text_pair_column,
                        label_column=args.label_column, words_field=args.words_field, tags_field=args.tags_field,
                        max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
                        context_field=args.context_field, choices_field=args.choices_field)
-    result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, _hub_kwargs(args),
+    result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, hub_kwargs(args),
                               resume=args.resume)
     for record in result.history:
         print(json.dumps(record))
@@ -121,7 +120,7 @@ def distill(args: argparse.Namespace) -> int:
     config = DistillationConfig(
         num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, bf16=args.bf16, fp16=args.fp16,
-        device=_device(args.device),
+        device=checked_device(args.device),
         learning_rate=args.learning_rate, max_length=args.max_length, temperature=args.temperature,
         alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
         mask_smoothing=args.mask_smoothing, seed=args.seed, output_dir=args.output_dir)
@@ -131,7 +130,7 @@ def distill(args: argparse.Namespace) -> int:
         student_config = (AutoConfig.from_dict(json.loads(source.read_text(encoding="utf-8")))
                           if source.is_file() else AutoConfig.from_pretrained(args.student_config))
     metrics = distill_from_files(args.teacher, args.corpus, config, layers, student_config, args.validation,
-                                 _hub_kwargs(args))
+                                 hub_kwargs(args))
     for record in metrics["history"]:
         print(json.dumps(record))
     if "agreement_before" in metrics:
@@ -172,7 +171,7 @@ def agora(args: argparse.Namespace) -> int:
                               args.output_dir, epochs=args.epochs, holdout=args.holdout, neighbours=args.neighbours,
                               max_replays=args.max_replays, text_column=args.text_column,
                               label_column=args.label_column, text_pair_column=args.text_pair_column,
-                              seed=args.seed, device=_device(args.device), hub=_hub_kwargs(args))
+                              seed=args.seed, device=checked_device(args.device), hub=hub_kwargs(args))
     for entry in result.report:
         print(f"round {entry['round']}: best {entry['round_best']:.4f}, so far {entry['best_so_far']:.4f}, "
               f"{entry['mistakes']} mistakes, {entry['added']} added, {len(entry['pruned'])} pruned, "

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..io.atomic import save_together
 from ..options import option
-from .finetune import check_schedule, linear_schedule, parameter_groups, refuse_renamed
+from .finetune import ScheduleSettings, linear_schedule, parameter_groups
 from .runtime import Runtime, is_main_process, keeps_global_rng, precision
 from .masking import chunks, mlm_collate, token_weights
 
@@ -135,7 +135,7 @@ class TextCorpus:
 # ---------------------------------------------------------------------------- the loop
 
 @dataclass
-class DistillationConfig:
+class DistillationConfig(ScheduleSettings):
     num_train_epochs: int = option(3, "passes over the corpus")
     per_device_train_batch_size: int = option(
         32, "sequences per forward pass on each device; an optimizer step sees this x "
@@ -154,20 +154,14 @@ class DistillationConfig:
     mask_smoothing: float | None = option(None, "0.7 picks tokens with chance count^-0.7 (the paper); None: uniform")
     max_length: int = option(128, "tokens per sequence (longer lines are truncated)")
     bf16: bool = option(False, "bfloat16 autocast for both models' forward passes (CPU and CUDA)")
-    fp16: bool = option(False, "float16 autocast with loss scaling (CUDA; refused for MobileBERT)")
+    fp16: bool = option(False, "float16 autocast with loss scaling (CUDA, or the CPU; refused for MobileBERT)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps; default: the student's accelerator, else CUDA "
                                 "when present (the local rank's GPU under torchrun), else cpu")
     seed: int = option(0, "seed of masking, shuffling and the student's initialisation")
     output_dir: str | os.PathLike | None = option(None, "the student is saved here (Hub layout) with the tokenizer")
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "DistillationConfig":
-        refuse_renamed(cls, kwargs)
-        return super().__new__(cls)
-
     def __post_init__(self) -> None:
-        check_schedule(self.num_train_epochs, self.per_device_train_batch_size, self.gradient_accumulation_steps,
-                       self.warmup_ratio)
-        precision(self.bf16, self.fp16)
+        self.check_schedule()
         if not 0 < self.mlm_probability < 1 or self.temperature <= 0:
             raise ValueError("mlm_probability must be in (0, 1) and temperature positive")
 

@@ -26,8 +26,30 @@ from .runtime import Runtime, keeps_global_rng, precision
 logger = logging.getLogger(__name__)
 
 
+class ScheduleSettings:
+    """What TrainingConfig and DistillationConfig share beyond their fields: building one with a
+    name compactbert used before 0.3 is a TypeError naming the new one, and the schedule and
+    precision are checked with messages saying what to change."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        old = next((name for name in RENAMED if name in kwargs), None)
+        if old is not None:
+            raise TypeError(f"{cls.__name__}({old}=...) is now {RENAMED[old]}, as transformers names it"
+                            + (" (per device, before accumulation: the global batch is this x "
+                               "gradient_accumulation_steps x processes)" if old == "batch_size" else ""))
+        return super().__new__(cls)
+
+    def check_schedule(self) -> None:
+        if min(self.num_train_epochs, self.per_device_train_batch_size, self.gradient_accumulation_steps) < 1:
+            raise ValueError("num_train_epochs, per_device_train_batch_size and gradient_accumulation_steps must be "
+                             "at least 1")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        precision(self.bf16, self.fp16)
+
+
 @dataclass
-class TrainingConfig:
+class TrainingConfig(ScheduleSettings):
     """Settings of `fine_tune`, named as transformers' TrainingArguments name them."""
 
     num_train_epochs: int = option(3, "passes over the training data")
@@ -40,7 +62,7 @@ class TrainingConfig:
     warmup_ratio: float = option(0.1, "share of all steps spent warming up linearly from 0")
     max_grad_norm: float = option(1.0, "global gradient-norm clip; 0 disables clipping")
     bf16: bool = option(False, "bfloat16 autocast for the forward pass (CPU and CUDA)")
-    fp16: bool = option(False, "float16 autocast with loss scaling (CUDA; refused for MobileBERT)")
+    fp16: bool = option(False, "float16 autocast with loss scaling (CUDA, or the CPU; refused for MobileBERT)")
     device: str | None = option(None, "cpu, cuda, cuda:1, mps; default: the model's accelerator, else CUDA when "
                                 "present (the local rank's GPU under torchrun), else cpu")
     seed: int = option(0, "shuffling, dropout and initialisation of new heads")
@@ -52,14 +74,8 @@ class TrainingConfig:
     checkpoint_dir: str | os.PathLike | None = option(None, "trainer state after every epoch, for resume=True")
     progress: bool = option(False, "a progress bar on standard error (rank 0 only)")
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "TrainingConfig":
-        refuse_renamed(cls, kwargs)
-        return super().__new__(cls)
-
     def __post_init__(self) -> None:
-        check_schedule(self.num_train_epochs, self.per_device_train_batch_size, self.gradient_accumulation_steps,
-                       self.warmup_ratio)
-        precision(self.bf16, self.fp16)
+        self.check_schedule()
 
     def better(self, score: float, best: float | None) -> bool:
         """Whether `score` beats the best so far, in the metric's direction."""
@@ -73,23 +89,6 @@ _LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "perplexity")
 # compactbert's names before 0.3 -> transformers' names, which replaced them.
 RENAMED = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
            "gradient_accumulation": "gradient_accumulation_steps", "metric": "metric_for_best_model"}
-
-
-def refuse_renamed(cls: type, kwargs: dict[str, Any]) -> None:
-    """A TypeError naming the new name when a config is built with an old one."""
-    for old in kwargs.keys() & RENAMED.keys():
-        raise TypeError(f"{cls.__name__}({old}=...) is now {RENAMED[old]}, as transformers names it"
-                        + (" (per device, before accumulation: the global batch is this x "
-                           "gradient_accumulation_steps x processes)" if old == "batch_size" else ""))
-
-
-def check_schedule(epochs: int, batch_size: int, accumulation: int, warmup_ratio: float) -> None:
-    """The checks every training config shares, with messages saying what to change."""
-    if epochs < 1 or batch_size < 1 or accumulation < 1:
-        raise ValueError("num_train_epochs, per_device_train_batch_size and gradient_accumulation_steps must be "
-                         "at least 1")
-    if not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
 
 
 @dataclass
