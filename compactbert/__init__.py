@@ -5,6 +5,7 @@ from .families import AlbertConfig, BertConfig, BortConfig, DistilBertConfig, Mo
 from .errors import (
     CheckpointError, CompactBertError, ConfigError, InputError, UnknownModelError, UnsafeCheckpointError,
 )
+from .export import export_onnx
 from .io.hub import list_checkpoints
 from .pipelines import (
     FeatureExtractionPipeline, FillMaskPipeline, QuestionAnsweringPipeline, SentenceEmbeddingPipeline,
@@ -31,7 +32,7 @@ __all__ = [
     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification", "AutoModelForTokenClassification", "AutoTokenizer", "BaseConfig",
     "BatchEncoding", "BertConfig", "BortConfig", "CheckpointError", "ClassifierOutput", "CompactBertError",
-    "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput", "FeatureExtractionPipeline",
+    "ConfigError", "DistilBertConfig", "EncoderModel", "EncoderOutput", "export_onnx", "FeatureExtractionPipeline",
     "FillMaskPipeline", "ForMaskedLM", "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining",
     "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification", "InputError",
     "AlbertConfig", "list_checkpoints", "MaskedLMOutput", "MobileBertConfig", "pipeline", "PreTrainedModel", "RobertaConfig",

@@ -19,7 +19,7 @@ LAYERS = [
     ["models"],  # the base model with loading and saving, task models, Auto factories
     ["tokenization", "tokenizer_files"],
     ["tasks"],  # per-task pre- and post-processing, shared by pipelines and training
-    ["sentence", "pipelines"],
+    ["sentence", "pipelines", "export"],
     ["training"],
     ["cli", "cli_training", "__main__", "bench", "peers", "quality", "synthetic", ""],  # entry points, the package itself
 ]

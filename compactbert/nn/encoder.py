@@ -9,7 +9,7 @@ from torch import nn
 
 from .spec import EncoderSpec
 from ..errors import ConfigError, InputError
-from .kernels import norm_estimate
+from .kernels import norm_estimate, tracing
 from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
 
 
@@ -78,8 +78,8 @@ class Encoder(nn.Module):
         for i, index in enumerate(self.schedule):
             x = self.layers[index](x, layout, queries_only=select is not None and i == last)
             if states is not None:
-                states.append(layout.pad(x))
-        out = x if select is not None else (states[-1] if states is not None else layout.pad(x))
+                states.append(layout.output(x))
+        out = x if select is not None else (states[-1] if states is not None else layout.output(x))
         return EncoderRun(out, None if states is None else tuple(states),
                           None if layout.attentions is None else tuple(layout.attentions))
 
@@ -100,22 +100,24 @@ class Encoder(nn.Module):
                 f"input length {t} exceeds this model's limit of {spec.usable_positions} positions; "
                 "truncate the input (tokenizer truncation=True, max_length=...)"
             )
-        _check_range(input_ids, spec.vocab_size, "input_ids", "the vocabulary size")
+        traced = tracing()  # a graph for export: no checks or shortcuts that read the example's values
+        if not traced:
+            _check_range(input_ids, spec.vocab_size, "input_ids", "the vocabulary size")
         if attention_mask is not None:
             if tuple(attention_mask.shape) != (b, t):
                 raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {(b, t)}")
-            if bool((attention_mask != 0).all()):
+            if not traced and bool((attention_mask != 0).all()):
                 attention_mask = None  # nothing to mask: take the unmasked (faster) attention path
         if token_type_ids is not None:
             if tuple(token_type_ids.shape) != (b, t):
                 raise InputError(f"token_type_ids has shape {tuple(token_type_ids.shape)}, input_ids {(b, t)}")
             if spec.type_vocab_size == 0:
-                if bool(token_type_ids.any()):
+                if not traced and bool(token_type_ids.any()):
                     raise InputError(
                         "this model has no token types (DistilBERT); token_type_ids must be all zero or omitted"
                     )
                 token_type_ids = None
-            else:
+            elif not traced:
                 _check_range(token_type_ids, spec.type_vocab_size, "token_type_ids", "type_vocab_size")
         return attention_mask, token_type_ids
 

@@ -56,10 +56,18 @@ def describe() -> dict[str, str]:
     return {"float32": fp32, "bfloat16": bf16, "int8": int8}
 
 
+def tracing() -> bool:
+    """True while a graph is being traced for export (torch.onnx.export, torch.export, torch.jit.trace): the model
+    then runs its plain products and the padded attention path, so that the graph holds neither
+    packed weights nor values taken from the example input (its batch, length or padding)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
 def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when this product may run on a packed weight: CPU, a packed dtype, no gradient needed."""
+    """True when this product may run on a packed weight: CPU, a packed dtype, no gradient needed,
+    not being traced for export."""
     return (x.device.type == "cpu" and x.dtype in _PACKED and x.dtype == weight.dtype
-            and not (weight.requires_grad and torch.is_grad_enabled()))
+            and not (weight.requires_grad and torch.is_grad_enabled()) and not tracing())
 
 
 class _Packed:

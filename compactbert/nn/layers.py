@@ -12,7 +12,7 @@ from torch import nn
 
 from .activations import get_activation
 from .spec import EncoderSpec
-from .kernels import FUSED_ACTIVATIONS, Linear, is_int8, packed_linear, stacked, use_packed
+from .kernels import FUSED_ACTIVATIONS, Linear, is_int8, packed_linear, stacked, tracing, use_packed
 
 
 class NoNorm(nn.Module):
@@ -103,14 +103,18 @@ class TokenLayout:
     def __init__(self, attention_mask: torch.Tensor | None, shape: tuple[int, int], dtype: torch.dtype,
                  device: torch.device, select: torch.Tensor | None = None) -> None:
         self.batch, self.length = shape
-        self.packed = attention_mask is not None
+        # A traced graph (export) keeps every token padded: packing would bake in the example's count.
+        self.packed = attention_mask is not None and not tracing()
         self.mask = None  # additive (B, 1, 1, T), finfo.min at padding
         self.index = None  # (N,) flat positions of the real tokens
+        self.keep = None  # traced graphs: (B, T, 1), 1 at real tokens and 0 at padding
         if attention_mask is not None:
-            keep = attention_mask.to(torch.bool)
-            self.index = keep.reshape(-1).nonzero().squeeze(1)
-            self.mask = torch.zeros((self.batch, 1, 1, self.length), dtype=dtype, device=device).masked_fill_(
-                ~keep[:, None, None, :], torch.finfo(dtype).min)
+            keep = attention_mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, T)
+            self.mask = torch.zeros_like(keep, dtype=dtype).masked_fill_(~keep, torch.finfo(dtype).min)
+            if not self.packed:
+                self.keep = attention_mask[..., None].to(dtype)
+        if self.packed:
+            self.index = attention_mask.to(torch.bool).reshape(-1).nonzero().squeeze(1)
         self.query_index = self.query_rows = self.query_slots = None
         self.query_width = 0
         self.attentions: list[torch.Tensor] | None = None  # set to [] to record attention probabilities
@@ -143,6 +147,12 @@ class TokenLayout:
             return x
         out = x.new_zeros(self.batch * self.length, x.shape[-1])
         return out.index_copy_(0, self.index, x).view(self.batch, self.length, -1)
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """A layer's output as callers get it: (B, T, D) with zeros at padding, packed or not."""
+        if self.keep is not None:
+            return x * self.keep
+        return self.pad(x)
 
     def take_queries(self, x: torch.Tensor) -> torch.Tensor:
         """The selected query tokens of a packed or padded tensor: (Q, D), row-major order."""
