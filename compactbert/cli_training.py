@@ -25,6 +25,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     from .training.agora import agora_from_files
     from .training.distill import DistillationConfig
     from .training.finetune import TrainingConfig
+    from .training.lora import LoraSettings
     from .training.recipes import DataOptions
 
     tune = command("finetune", "fine-tune a model on your data and save it in Hub layout")
@@ -39,6 +40,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
                                               "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
                                               "weight_decay", "seed", "max_grad_norm", "bf16", "fp16", "device",
                                               "checkpoint_dir", "progress"], _DEVICE_HELP)
+    add_config_options(tune, LoraSettings, [f.name for f in dataclasses.fields(LoraSettings)])
     tune.add_argument("--resume", action="store_true",
                       help="continue from the trainer state in --checkpoint-dir (same result as one run)")
     tune.add_argument("--output-dir", required=True, help="where the best epoch is saved, with its tokenizer")
@@ -86,7 +88,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
 
 
 def finetune(args: argparse.Namespace) -> int:
-    from .training import DataOptions, TrainingConfig, finetune_task
+    from .training import DataOptions, LoraSettings, TrainingConfig, finetune_task
 
     _show_progress("compactbert.training.finetune", "finetune")
     if args.resume and args.checkpoint_dir is None:
@@ -102,10 +104,15 @@ def finetune(args: argparse.Namespace) -> int:
                        label_column=args.label_column, words_field=args.words_field, tags_field=args.tags_field,
                        max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
                        context_field=args.context_field, choices_field=args.choices_field)
-    result, _ = finetune_task(args.task, args.model, args.train, args.validation, config, data, hub_kwargs(args),
-                              resume=args.resume)
+    lora = LoraSettings(lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        lora_targets=args.lora_targets)
+    result, metrics = finetune_task(args.task, args.model, args.train, args.validation, config, data, hub_kwargs(args),
+                                    resume=args.resume, lora=lora)
     for record in result.history:
         print(json.dumps(record))
+    if lora.lora_r:
+        print(f"LoRA: {metrics['trainable_parameters']:,} trainable parameters ({metrics['trainable_share']:.2%}); "
+              f"load the result with compactbert.training.load_lora({args.output_dir!r})")
     print(f"saved to {args.output_dir}")
     return 0
 

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .errors import CompactBertError, ConfigError
+from .io.files import write_json
 from .models.modeling import EncoderModel, ForMaskedLM, PreTrainedModel
 from .models.task_models import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
 from .registry import get_family
@@ -175,8 +176,8 @@ def export_onnx(model: PreTrainedModel | str | os.PathLike, output_dir: str | os
     writers: dict[str, Callable[[Path], None]] = {"model.onnx": lambda path: _trace(model, inputs, path, opset)}
     if int8:
         writers["model_quantized.onnx"] = lambda path: _quantize(path.parent / "model.onnx", path)
-    model_files, _ = model.folder_files(output_dir)
-    writers["config.json"] = model_files["config.json"]
+    config = model.saved_config()
+    writers["config.json"] = lambda path: write_json(config, path)
     if tokenizer is not None:
         writers.update(tokenizer.folder_files(output_dir)[0])
     else:
@@ -185,8 +186,6 @@ def export_onnx(model: PreTrainedModel | str | os.PathLike, output_dir: str | os
     def check(path: Path) -> None:  # runs last, on the staged files: a failed check writes nothing
         _check_export(model, path.parent, report, int8)
         report.files = sorted(writers)
-        from .io.files import write_json
-
         write_json(asdict(report), path)
 
     writers["onnx_export.json"] = check

@@ -43,6 +43,10 @@ def locate_weights(name_or_path: str | os.PathLike, use_safetensors: bool | None
     if hub_kwargs.get("subfolder"):
         where += f" (subfolder {hub_kwargs['subfolder']!r})"
     only = "" if use_safetensors is None else f" (use_safetensors={use_safetensors})"
+    if find_file(name_or_path, "adapter_config.json", **hub_kwargs) is not None:
+        raise CheckpointError(f"{where} holds a LoRA adapter, not a whole model: load it with "
+                              f"compactbert.training.load_lora({str(name_or_path)!r}) (its base model is named in "
+                              "adapter_config.json)")
     raise CheckpointError(
         f"no weights found in {where}: expected one of {', '.join(names)}{only}. "
         "Save a model there with save_pretrained, or check the path."

@@ -7,6 +7,7 @@ import os
 from typing import Any, ClassVar
 
 from ..config import BaseConfig
+from ..errors import ConfigError
 from .modeling import EncoderModel, ForMaskedLM, PreTrainedModel
 from .task_models import (
     ForMultipleChoice, ForNextSentencePrediction, ForPreTraining, ForQuestionAnswering, ForSequenceClassification,
@@ -61,3 +62,20 @@ class AutoModelForNextSentencePrediction(_Auto):
 
 class AutoModelForPreTraining(_Auto):
     model_class = ForPreTraining
+
+
+_TASK_MODELS = (EncoderModel, ForMaskedLM, ForSequenceClassification, ForTokenClassification, ForQuestionAnswering,
+                ForMultipleChoice, ForNextSentencePrediction, ForPreTraining)
+
+
+def task_model_class(config: BaseConfig) -> type[PreTrainedModel]:
+    """The model class a saved config's `architectures` names (its transformers class name)."""
+    from ..registry import get_family
+
+    family = get_family(config.model_type)
+    saved = (config.architectures or [None])[0]
+    for cls in _TASK_MODELS:
+        if family is not None and family.key_table.hub_classes.get(cls.task) == saved:
+            return cls
+    raise ConfigError(f"config.json names architecture {saved!r}, which compactbert has no class for "
+                      f"({config.model_type})")

@@ -22,10 +22,10 @@ from ..io.files import stale_weight_files, weight_writers, write_json
 from ..config import AutoConfig, BaseConfig
 from ..devices import device_from_map, resolve_device
 from ..nn.encoder import Encoder, EncoderRun, check_attn_implementation, init_parameter
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..registry import family_of
 from ..nn.heads import MaskedLMHead, Pooler
-from ..nn.kernels import dequantize_int8, is_int8, quantize_int8, release_caches
+from ..nn.kernels import Products, dequantize_int8, is_int8, quantize_int8, release_caches
 from .outputs import EncoderOutput, MaskedLMOutput, ModelOutput
 from ..io.hub import PushToHubMixin, check_push_options, known_checkpoint, push_folder, split_hub_kwargs
 
@@ -49,7 +49,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, file_dtype: torch.dtype | Non
     return dtype  # type: ignore[return-value]
 
 
-class PreTrainedModel(PushToHubMixin, nn.Module):
+class PreTrainedModel(PushToHubMixin, Products):
     """Base of every compactbert model: config, encoder, weight init, Hub-layout I/O."""
 
     task: ClassVar[str] = ""  # key of KeyTable.hub_classes
@@ -262,6 +262,13 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
         """(file name -> writer, old files to remove) of a save into `directory`: config.json, the
         weights, and the weight files of an earlier layout; for `save_folder`, alone or together
         with a tokenizer's files (`io.atomic.save_together`)."""
+        data = self.saved_config()
+        files = weight_writers(self.hub_state_dict(), max_shard_size)
+        files["config.json"] = lambda path: write_json(data, path)
+        return files, stale_weight_files(directory, files)
+
+    def saved_config(self) -> dict[str, Any]:
+        """config.json as a save writes it: the config, the transformers class name, the dtype."""
         data = self.config.to_dict()
         data["architectures"] = [self.key_table.hub_classes[self.task]]
         data["tie_word_embeddings"] = (decoder_is_tied(self, self.key_table) if hasattr(self, "mlm")
@@ -270,9 +277,7 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
         data.pop(QUANTIZE_KEY, None)
         if self.quantized:
             data[QUANTIZE_KEY] = self.quantized
-        files = weight_writers(self.hub_state_dict(), max_shard_size)
-        files["config.json"] = lambda path: write_json(data, path)
-        return files, stale_weight_files(directory, files)
+        return data
 
     def train(self, mode: bool = True) -> "PreTrainedModel":
         """Training mode drops the packed inference weights (kernels.py); they return on the next
@@ -283,7 +288,12 @@ class PreTrainedModel(PushToHubMixin, nn.Module):
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 token_type_ids: torch.Tensor | None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, select: torch.Tensor | None = None) -> EncoderRun:
+                output_attentions: bool | None = None, select: torch.Tensor | None = None,
+                inputs_embeds: None = None) -> EncoderRun:
+        # inputs_embeds is accepted because callers that wrap transformers models (peft's task
+        # wrappers) always pass it, as None; vectors in place of token ids are not supported.
+        if inputs_embeds is not None:
+            raise InputError("inputs_embeds is not supported: pass input_ids (token ids from the tokenizer)")
         return self.encoder.run(input_ids, attention_mask, token_type_ids, select,
                                 hidden_states=bool(output_hidden_states), attentions=bool(output_attentions))
 
@@ -381,8 +391,10 @@ class EncoderModel(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> EncoderOutput:
-        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> EncoderOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           inputs_embeds=inputs_embeds)
         hidden = run.last_hidden_state
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return self._output(EncoderOutput(last_hidden_state=hidden, pooler_output=pooled), run, return_dict)
@@ -412,13 +424,14 @@ class ForMaskedLM(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> MaskedLMOutput:
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> MaskedLMOutput:
         """Logits for every token, or only at `positions` (a (B, T) bool mask) -> (N, V).
 
         With `labels` (B, T), the loss is the mean cross-entropy over labels != -100.
         """
         run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
-                           select=positions)
+                           select=positions, inputs_embeds=inputs_embeds)
         hidden = run.last_hidden_state
         logits = self.mlm(hidden)
         loss = None

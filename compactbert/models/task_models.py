@@ -58,8 +58,10 @@ class ForSequenceClassification(_SentenceModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
-        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> ClassifierOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           inputs_embeds=inputs_embeds)
         logits = self.classifier(self.sentence_vectors(run.last_hidden_state))  # (B, L)
         loss = None if labels is None else self._loss(logits, labels)
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
@@ -92,8 +94,10 @@ class ForTokenClassification(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
-        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> ClassifierOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           inputs_embeds=inputs_embeds)
         logits = self.classifier(self.dropout(run.last_hidden_state))  # (B, T, L)
         loss = None
         if labels is not None:
@@ -118,8 +122,10 @@ class ForQuestionAnswering(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
                 end_positions: torch.Tensor | None = None, output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> QuestionAnsweringOutput:
-        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> QuestionAnsweringOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           inputs_embeds=inputs_embeds)
         hidden = self.dropout(run.last_hidden_state)
         logits = self.qa_outputs(hidden)  # (B, T, 2)
         if attention_mask is not None:  # an answer never starts or ends in padding
@@ -147,7 +153,8 @@ class ForMultipleChoice(_SentenceModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> ClassifierOutput:
         """Hidden states and attentions, when asked for, cover the (B * choices) flattened rows."""
         if input_ids.dim() != 3:
             raise InputError(f"multiple choice takes input_ids of shape (batch, choices, length), "
@@ -158,7 +165,7 @@ class ForMultipleChoice(_SentenceModel):
             return None if x is None else x.reshape(b * c, t)
 
         run = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), output_hidden_states,
-                           output_attentions)
+                           output_attentions, inputs_embeds=inputs_embeds)
         logits = self.classifier(self.sentence_vectors(run.last_hidden_state)).view(b, c)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
@@ -191,8 +198,10 @@ class ForNextSentencePrediction(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 output_hidden_states: bool | None = None,
-                output_attentions: bool | None = None, return_dict: bool | None = None) -> ClassifierOutput:
-        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+                output_attentions: bool | None = None, return_dict: bool | None = None,
+                inputs_embeds: None = None) -> ClassifierOutput:
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           inputs_embeds=inputs_embeds)
         logits = self.nsp(self.pooler(run.last_hidden_state))
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
@@ -214,7 +223,7 @@ class ForPreTraining(ForMaskedLM):
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None, output_hidden_states: bool | None = None,
                 output_attentions: bool | None = None, return_dict: bool | None = None,
-                sentence_order_label: torch.Tensor | None = None) -> ModelOutput:
+                sentence_order_label: torch.Tensor | None = None, inputs_embeds: None = None) -> ModelOutput:
         """`next_sentence_label` and ALBERT's `sentence_order_label` both name the label of the
         sentence-pair head (give one); the output names the logits as the family's transformers class does."""
         if next_sentence_label is not None and sentence_order_label is not None:
@@ -222,7 +231,8 @@ class ForPreTraining(ForMaskedLM):
                              "sentence-pair head")
         pair_label = next_sentence_label if next_sentence_label is not None else sentence_order_label
         sentence_order = self.config.pair_task == "sentence_order"
-        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                           inputs_embeds=inputs_embeds)
         hidden = run.last_hidden_state
         logits = self.mlm(hidden)
         relationship = self.nsp(self.pooler(hidden))

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
-from .kernels import Linear, packed_linear, use_packed
+from .kernels import Linear, Products, packed_linear, use_packed
 
 
-class Pooler(nn.Module):
+class Pooler(Products):
     """Sentence vector from the first token: tanh(dense(h[:, 0])), or the raw vector (MobileBERT option)."""
 
     def __init__(self, hidden_size: int, kind: str) -> None:
@@ -24,7 +24,7 @@ class Pooler(nn.Module):
         return first if self.dense is None else torch.tanh(self.dense(first))
 
 
-class ClassificationHead(nn.Module):
+class ClassificationHead(Products):
     """RoBERTa's sequence classifier on the (dropped-out) first token: out_proj(dropout(tanh(dense(x))))."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
@@ -42,7 +42,7 @@ class ClassificationHead(nn.Module):
         return self.out_proj(self.dropout(torch.tanh(self.dense(first))))  # (B, L)
 
 
-class MaskedLMHead(nn.Module):
+class MaskedLMHead(Products):
     """transform -> act -> LayerNorm -> vocabulary logits, for every family.
 
     `decoder` (V, E) is the word-embedding matrix when tied, or its own parameter (BORT's file).

@@ -10,6 +10,8 @@ The packed copy is a cache derived from the parameters, never a parameter: it is
 gradient-free call, rebuilt whenever a source tensor changes (in-place updates bump its version,
 `.to()` gives it new storage), skipped whenever autograd needs the weights, and dropped by
 `release_caches` (which `model.train()` calls). state_dict, saving and training never see it.
+In-place edits through `.data` do not bump a tensor's version: code that edits weights that way
+calls `release_caches(model)` afterwards (peft's wrapping and merging are handled: `Products`).
 
 `stacked` builds one product from several linear layers that read the same input (Q/K/V;
 MobileBERT's two input bottlenecks and its value), optionally with an affine map folded into each
@@ -20,7 +22,7 @@ arithmetic); `packed_linear` can also run an activation or a residual add inside
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +66,11 @@ def tracing() -> bool:
 
 
 def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when this product may run on a packed weight: CPU, a packed dtype, no gradient needed,
-    not being traced for export."""
+    """True when this product may run on a packed weight: CPU, a packed dtype, no gradient needed
+    (neither for the weight nor for the input: oneDNN's kernel has no backward, so a frozen layer
+    between trained ones, as under LoRA, must stay on F.linear), not being traced for export."""
     return (x.device.type == "cpu" and x.dtype in _PACKED and x.dtype == weight.dtype
-            and not (weight.requires_grad and torch.is_grad_enabled()) and not tracing())
+            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)) and not tracing())
 
 
 class _Packed:
@@ -104,6 +107,26 @@ def _cache(owner: nn.Module) -> dict[str, _Packed]:
 def cached_products(module: nn.Module) -> list[_Packed]:
     """Every packed product cached under `module`."""
     return [entry for sub in module.modules() for entry in _CACHES.get(sub, {}).values()]
+
+
+class Products(nn.Module):
+    """A module with Linear products among its children.
+
+    Replacing a child, as peft does when it wraps a product in a LoRA layer and again when
+    merge_and_unload puts the merged layer back, drops every packed copy; and a Linear inside a
+    wrapper stops using packed copies. Wrappers may change its weight in place through `.data`
+    (peft's merge), which torch's version counter does not see, so a copy could go stale unnoticed.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        replaced = isinstance(value, nn.Module) and self.__dict__.get("_modules", {}).get(name) not in (None, value)
+        super().__setattr__(name, value)
+        if replaced:
+            _CACHES.clear()
+            wrapped = not isinstance(value, Linear)
+            for sub in value.modules():
+                if isinstance(sub, Linear):
+                    sub.packable = not wrapped
 
 
 def release_caches(module: nn.Module) -> None:
@@ -190,6 +213,13 @@ def dequantize_int8(module: nn.Module) -> None:
     release_caches(module)
     for sub in module.modules():
         sub.__dict__.pop("_int8", None)
+
+
+def plain(*modules: nn.Module) -> bool:
+    """True when every module is a compactbert Linear itself, not replaced or wrapped (peft's LoRA
+    layers wrap them and add to their output): only plain products may be fused with others or
+    run on packed copies of their weights, which would leave the wrapper's part out."""
+    return all(isinstance(m, Linear) for m in modules)
 
 
 def is_int8(module: nn.Module) -> bool:
@@ -290,8 +320,10 @@ def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | Non
 class Linear(nn.Linear):
     """nn.Linear that runs gradient-free CPU calls on a packed copy of its weight (see module doc)."""
 
+    packable = True  # False while another library's module wraps this one (see Products)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_packed(x, self.weight):
+        if self.packable and use_packed(x, self.weight):
             return self.packed(x)
         return F.linear(x, self.weight, self.bias)
 

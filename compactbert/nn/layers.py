@@ -12,7 +12,7 @@ from torch import nn
 
 from .activations import get_activation
 from .spec import EncoderSpec
-from .kernels import FUSED_ACTIVATIONS, Linear, is_int8, packed_linear, stacked, tracing, use_packed
+from .kernels import FUSED_ACTIVATIONS, Linear, Products, is_int8, packed_linear, plain, stacked, tracing, use_packed
 
 
 class NoNorm(nn.Module):
@@ -47,7 +47,7 @@ def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
     return table.float()
 
 
-class Embeddings(nn.Module):
+class Embeddings(Products):
     """Word (+ trigram transform) + position (+ token type) embeddings, then a norm."""
 
     def __init__(self, spec: EncoderSpec) -> None:
@@ -159,7 +159,7 @@ class TokenLayout:
         return x.reshape(-1, x.shape[-1]).index_select(0, self.query_index)
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(Products):
     """Multi-head attention through torch's scaled_dot_product_attention.
 
     Query and key read `qk_size`-wide inputs, value reads `v_size`-wide ones (they differ in
@@ -182,8 +182,8 @@ class SelfAttention(nn.Module):
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
 
     def fast(self, x: torch.Tensor) -> bool:
-        """Inference on packed weights applies (see kernels.py)."""
-        return not self.training and use_packed(x, self.q.weight)
+        """Inference on packed weights applies (see kernels.py): no gradient, and no product wrapped."""
+        return not self.training and plain(self.q, self.k, self.v, self.out) and use_packed(x, self.q.weight)
 
     def project(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,7 +244,7 @@ class SelfAttention(nn.Module):
         return self.out(ctx)
 
 
-class Projection(nn.Module):
+class Projection(Products):
     """norm(dense(x) [+ residual]): MobileBERT's bottlenecks in and out."""
 
     def __init__(self, size_in: int, size_out: int, norm: str, eps: float, dropout: float = 0.0) -> None:
@@ -262,7 +262,7 @@ class Projection(nn.Module):
         return self.norm(self.dense.packed(x, residual=residual))
 
 
-class FeedForward(nn.Module):
+class FeedForward(Products):
     """norm(fc_out(act(fc_in(x))) + x), post-LN as in every family here."""
 
     def __init__(self, size: int, ffn_size: int, activation: str, norm: str, eps: float, dropout: float) -> None:
@@ -317,7 +317,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool = False) -> torch.Tensor:
         """x is packed (N, H) or padded (B, T, H). With `queries_only`, keys and values still read
         every token, but the output covers only the layout's selected queries: (Q, H)."""
-        if self.attention.fast(x):
+        if self.attention.fast(x) and plain(*self._products()):
             return self._fast_forward(x, layout, queries_only)
         pick = layout.take_queries if queries_only else (lambda t: t)
         residual = pick(x)
@@ -338,6 +338,12 @@ class EncoderLayer(nn.Module):
         if self.bottleneck_out is not None:
             a = self.bottleneck_out(a, residual=pick(x))  # back to hidden_size
         return a
+
+    def _products(self) -> list[nn.Module]:
+        """The linear products outside attention (feed-forward networks, bottlenecks)."""
+        ffns = [*self.stacked_ffns, self.ffn]
+        bottlenecks = [p.dense for p in (self.bottleneck_in, self.bottleneck_qk, self.bottleneck_out) if p is not None]
+        return [f.fc_in for f in ffns] + [f.fc_out for f in ffns] + bottlenecks
 
     def _fast_forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool) -> torch.Tensor:
         """`forward` at inference; equal to it within float rounding (tests/test_kernels.py)."""

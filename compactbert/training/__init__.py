@@ -10,6 +10,7 @@ from .distill import (
     distillation_loss, student_from_teacher,
 )
 from .finetune import TrainingConfig, TrainingResult, fine_tune, linear_schedule, parameter_groups
+from .lora import AdapterFiles, LoraSettings, add_lora, load_lora, trained_heads
 from .masking import mask_tokens, mlm_accuracy, mlm_agreement, mlm_collate, mlm_comparison, token_weights
 from .metrics import classification_scores, entity_scores, entity_spans, normalize_answer, squad_scores
 from .multiple_choice import ChoiceExample, choice_collate, choice_metrics, read_choice_examples
@@ -30,6 +31,7 @@ __all__ = [
     "DistillationConfig", "DistillationLoss", "DistillationResult", "TextCorpus", "default_layers", "distill",
     "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate", "mlm_comparison",
     "student_from_teacher", "token_weights",
+    "AdapterFiles", "LoraSettings", "add_lora", "load_lora", "trained_heads",
     "DataOptions", "QAExample", "QAWindow", "TASKS", "TaggedExample", "TextExample", "TrainingConfig",
     "TrainingResult", "classification_collate", "classification_metrics", "classification_predictions",
     "classification_scores", "entity_scores", "entity_spans", "fine_tune", "finetune_task", "label_mapping",

@@ -19,6 +19,7 @@ import torch
 from ..io.atomic import save_together
 from ..options import option
 from .finetune import TrainingConfig, TrainingResult, fine_tune
+from .lora import AdapterFiles, LoraSettings, add_lora
 from .runtime import is_main_process, keeps_global_rng
 from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
@@ -56,10 +57,13 @@ class _Job:
 @keeps_global_rng
 def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike | None,
                   config: TrainingConfig, data: DataOptions | None = None,
-                  hub: dict[str, Any] | None = None, resume: bool = False) -> tuple[TrainingResult, dict[str, Any]]:
+                  hub: dict[str, Any] | None = None, resume: bool = False,
+                  lora: LoraSettings | None = None) -> tuple[TrainingResult, dict[str, Any]]:
     """Fine-tune `model` (name or folder) for `task` on files (or Hub datasets named hf:NAME); save the best
     epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json.
-    resume: continue from the trainer state in `config.checkpoint_dir` (see `fine_tune`)."""
+    resume: continue from the trainer state in `config.checkpoint_dir` (see `fine_tune`).
+    lora: with lora_r > 0, train LoRA adapters (through peft) and the new head instead of every weight;
+    the folder then holds the adapter and config.json, for `load_lora` (training/lora.py)."""
     from ..tokenizer_files import AutoTokenizer
 
     if task not in TASKS:
@@ -72,6 +76,11 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
     build = {"text-classification": _text_classification, "token-classification": _token_classification,
              "question-answering": _question_answering, "multiple-choice": _multiple_choice}[task]
     job = build(model, tokenizer, train, validation, data, hub)
+    adapted = lora is not None and lora.lora_r > 0
+    if adapted:
+        job.model = add_lora(job.model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, lora.targets, base=model)
+    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
+    share = trainable / sum(p.numel() for p in job.model.parameters())
     chosen = SELECTION_METRIC[task]
     if config.metric_for_best_model not in (chosen, TrainingConfig.metric_for_best_model) or \
             config.greater_is_better is not None:
@@ -84,9 +93,11 @@ def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike,
                        resume=resume)
     kept = result.history[-1] if result.best_epoch is None else result.history[result.best_epoch - 1]
     metrics = {"best_epoch": result.best_epoch, "train_loss": kept["train_loss"], "epochs": config.num_train_epochs,
-               **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")}}
+               **{f"eval_{k}": v for k, v in kept.items() if k not in ("epoch", "train_loss")},
+               "trainable_parameters": trainable, "trainable_share": share}
     if is_main_process():  # under torchrun, one process writes; one atomic save of the whole folder
-        save_together(config.output_dir, [job.model, tokenizer], {"metrics.json": metrics})
+        saved = AdapterFiles(job.model) if adapted else job.model
+        save_together(config.output_dir, [saved, tokenizer], {"metrics.json": metrics})
     return result, metrics
 
 
