@@ -1,4 +1,5 @@
-"""The `compactbert` command line: fill-mask, download, export, list, env, bench, finetune, distill, agora.
+"""The `compactbert` command line: fill-mask, download, export, predict, embed, list, env, bench, finetune,
+distill, agora.
 Errors are one line and exit status 1."""
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .cli_batch import add_batch_commands
     from .cli_training import add_training_commands
 
     def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
@@ -67,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     add_hub_options(download)
 
     add_training_commands(command)
+    add_batch_commands(command)
 
     from .export import DEFAULT_OPSET, EXPORT_TASKS
 
@@ -291,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return {"finetune": cli_training.finetune, "distill": cli_training.distill,
                     "agora": cli_training.agora}[args.command](args)
+        if args.command in ("predict", "embed"):
+            from . import cli_batch
+
+            return cli_batch.run(args)
         if args.command == "export":
             return _export(args)
         if args.command == "list":

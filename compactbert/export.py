@@ -23,14 +23,13 @@ onnx, onnxscript and onnxruntime are an optional extra: `pip install "compactber
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from torch import nn
 
 from .errors import CompactBertError, ConfigError
 from .io.files import write_json
+from .logs import DropFrom, quiet_loggers
 from .models.modeling import EncoderModel, ForMaskedLM, PreTrainedModel
 from .models.task_models import ForQuestionAnswering, ForSequenceClassification, ForTokenClassification
 from .registry import get_family
@@ -242,7 +242,7 @@ def _trace(model: PreTrainedModel, inputs: list[str], path: Path, opset: int) ->
     spec = model.config.encoder_spec()
     batch = torch.export.Dim("batch")
     sequence = torch.export.Dim("sequence", max=spec.usable_positions)
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_loggers("torch.onnx", "torch.export", "onnxscript"):
+    with torch.no_grad(), warnings.catch_warnings(), quiet_loggers("torch.onnx", "torch.export", "onnxscript"):
         # The exporter's own deprecation notes and progress concern its developers, not this export,
         # which the check batches verify.
         warnings.simplefilter("ignore", FutureWarning)
@@ -265,7 +265,7 @@ def _quantize(source: Path, target: Path) -> None:
     root = logging.getLogger()
     # onnxruntime.quantization logs, on the root logger, a dump of every integer tensor it leaves alone
     # (positions, masks) and advice for image models; none of it concerns the user.
-    quiet = _DropFrom("onnxruntime")
+    quiet = DropFrom("onnxruntime")
     root.addFilter(quiet)
     try:
         quantization.quantize_dynamic(str(source), str(target), per_channel=True,
@@ -274,29 +274,6 @@ def _quantize(source: Path, target: Path) -> None:
         root.removeFilter(quiet)
 
 
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    """Only errors from these loggers while the block runs."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-class _DropFrom(logging.Filter):
-    """Drops log records sent from inside one package."""
-
-    def __init__(self, package: str) -> None:
-        super().__init__()
-        self.marker = f"{os.sep}{package}{os.sep}"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.marker not in record.pathname
 
 
 # Check batches: shapes unlike the traced one (batch 2, length 7), padded rows of mixed lengths.

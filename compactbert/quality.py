@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from .training.data import read_csv, read_jsonl
+from .training.data import load_records
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
@@ -23,8 +23,8 @@ def quality_sentences(data: Path = DATA) -> list[str]:
         raise FileNotFoundError(f"{data} not found: quality measures need the example data of a source checkout")
     texts = [line for name in ("corpus_train.txt", "corpus_dev.txt")
              for line in (data / name).read_text(encoding="utf-8").splitlines() if line.strip()]
-    texts += [row["text"] for row in read_csv(data / "sentiment_dev.csv", ["text"])]
-    texts += [row["context"] for row in read_jsonl(data / "qa_dev.jsonl", ["context"])[:20]]
+    texts += [row["text"] for row in load_records(data / "sentiment_dev.csv", "train", ["text"])]
+    texts += [row["context"] for row in load_records(data / "qa_dev.jsonl", "train", ["context"])[:20]]
     return texts
 
 

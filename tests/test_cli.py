@@ -283,7 +283,7 @@ def test_finetune_token_classification_and_qa(tmp_path):
 
     bad = cli("finetune", "question-answering", "--model", str(minilm_folder()), "--train", str(data / "ner_dev.jsonl"),
               "--output-dir", str(tmp_path / "x"))
-    assert bad.returncode == 1 and "no field(s) question, context, answers" in bad.stderr
+    assert bad.returncode == 1 and "has no column(s) question, context, answers; found tokens, tags" in bad.stderr
 
 
 def _commands():

@@ -18,7 +18,7 @@ from compactbert.training import (
     qa_metrics, qa_windows, read_choice_examples, read_csv_examples, read_qa_examples, read_tagged_examples,
     tag_mapping, token_collate, token_metrics, word_pieces,
 )
-from conftest import minilm_folder, transformers, write_bpe_tokenizer
+from conftest import minilm_folder, tokenized_checkpoint, transformers, write_bpe_tokenizer
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
@@ -98,10 +98,10 @@ def test_bad_training_files_get_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"bad.jsonl, record 2: 2 words but 1 tags"):
         read_tagged_examples(bad)
     bad.write_text('{"tokens": ["a"], "tags": ["O"]}\nnot json\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl, line 2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"bad.jsonl: not valid JSON Lines \(JSON parse error: .* in row 1\)"):
         read_tagged_examples(bad)
     bad.write_text('{"words": ["a"], "tags": ["O"]}\n')
-    with pytest.raises(ValueError, match=r"line 1: no field\(s\) tokens; found words, tags"):
+    with pytest.raises(ValueError, match=r"bad.jsonl has no column\(s\) tokens; found words, tags"):
         read_tagged_examples(bad)
     bad.write_text('{"tokens": ["New York"], "tags": ["B-LOC"]}\n')
     with pytest.raises(ValueError, match="holds whitespace; words must be pre-split"):
@@ -119,38 +119,73 @@ def test_bad_training_files_get_clear_errors(tmp_path, monkeypatch):
                                          "prefix hf:, e.g. hf:squad"):
         read_qa_examples(tmp_path / "missing.jsonl")
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if the optional library were not installed
-    with pytest.raises(ValueError, match="hf:squad: loading a dataset from the Hub needs the `datasets` package"):
-        read_qa_examples("hf:squad")
+    for source in ("hf:squad", DATA / "qa_dev.jsonl"):
+        with pytest.raises(ValueError, match=r'reading training data needs the `datasets` package: pip install '
+                                             r'"compactbert\[data\]"'):
+            read_qa_examples(source)
 
 
 def test_datasets_by_name_maps_class_labels_to_names(monkeypatch):
-    """A `datasets` dataset by name: ClassLabel ids become label names (a stand-in for the library,
-    which needs the network to fetch real datasets)."""
-    class ClassLabel:
-        def __init__(self, names):
-            self.names = names
-
-    class Sequence:
-        def __init__(self, feature):
-            self.feature = feature
-
-    class Table(list):
-        column_names = ["tokens", "ner_tags", "sentence", "label"]
-        features = {"tokens": Sequence(object()), "ner_tags": Sequence(ClassLabel(["O", "B-PER", "I-PER"])),
-                    "sentence": object(), "label": ClassLabel(["negative", "positive"])}
-
+    """A Hub dataset by name (hf:): ClassLabel ids become label names. The Hub is out of reach here,
+    so `datasets.load_dataset` hands back a real Dataset built locally with the same features."""
+    datasets = pytest.importorskip("datasets")
+    table = datasets.Dataset.from_list(
+        [{"tokens": ["Ada", "Lovelace", "wrote"], "ner_tags": [1, 2, 0], "sentence": "bad", "label": 0},
+         {"tokens": ["fine"], "ner_tags": [0], "sentence": "good", "label": 1}],
+        features=datasets.Features({"tokens": datasets.Sequence(datasets.Value("string")),
+                                    "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER"])),
+                                    "sentence": datasets.Value("string"),
+                                    "label": datasets.ClassLabel(names=["negative", "positive"])}))
     calls = []
 
     def load_dataset(name, config, split):
         calls.append((name, config, split))
-        return Table([{"tokens": ["Ada", "Lovelace", "wrote"], "ner_tags": [1, 2, 0], "sentence": "bad", "label": 0},
-                      {"tokens": ["fine"], "ner_tags": [0], "sentence": "good", "label": 1}])
+        return table
 
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     tagged = read_tagged_examples("hf:conll2003", tags_field="ner_tags", split="validation")
     assert tagged[0].tags == ["B-PER", "I-PER", "O"] and calls[-1] == ("conll2003", None, "validation")
     texts = read_csv_examples("hf:glue:sst2", text_column="sentence", label2id={"negative": 0, "positive": 1})
     assert [(e.text, e.label) for e in texts] == [("bad", 0), ("good", 1)] and calls[-1] == ("glue", "sst2", "train")
+
+
+def test_text_classification_tokenises_through_dataset_map_and_its_cache(tmp_path, wordpiece):
+    from compactbert.training.text_classification import padded_collate, tokenized_classification
+
+    source = tmp_path / "train.csv"
+    source.write_text((DATA / "sentiment_train.csv").read_text())
+    first = tokenized_classification(source, wordpiece, {"0": 0, "1": 1})
+    again = tokenized_classification(source, wordpiece, {"0": 0, "1": 1})
+    assert first.cache_files and first.cache_files == again.cache_files  # the second run reads the cache
+    examples = read_csv_examples(source)
+    assert first["input_ids"] == wordpiece([e.text for e in examples], truncation=True)["input_ids"]
+    assert first["labels"] == [e.label for e in examples]
+    batch = padded_collate(wordpiece)([first[0], first[1]])
+    assert batch["input_ids"].shape == batch["attention_mask"].shape and batch["labels"].tolist() == first["labels"][:2]
+    with pytest.raises(ValueError, match=r"train.csv, record 2: label '0' is not one of 1"):
+        tokenized_classification(source, wordpiece, {"1": 0})
+
+
+def test_dataset_objects_parquet_and_csv_text_are_read_as_given(tmp_path):
+    """Dataset and DatasetDict objects, and parquet files, are training sources like CSV and JSON Lines;
+    CSV cells stay text exactly as written ("NA", "007", empty)."""
+    datasets = pytest.importorskip("datasets")
+    rows = [{"text": "007", "label": "1"}, {"text": "NA", "label": "0"}, {"text": "", "label": "1"}]
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text("text,label\n007,1\nNA,0\n,1\n")
+    from_csv = read_csv_examples(csv_file)
+    assert [(e.text, e.label) for e in from_csv] == [("007", 1), ("NA", 0), ("", 1)]
+    table = datasets.Dataset.from_list(rows)
+    table.to_parquet(str(tmp_path / "t.parquet"))
+    for source in (table, datasets.DatasetDict({"train": table}), tmp_path / "t.parquet"):
+        assert [(e.text, e.label) for e in read_csv_examples(source)] == [("007", 1), ("NA", 0), ("", 1)]
+    with pytest.raises(ValueError, match="the DatasetDict has no split 'validation'; it has train"):
+        read_csv_examples(datasets.DatasetDict({"train": table}), split="validation")
+    config = TrainingConfig(num_train_epochs=1, per_device_train_batch_size=2, output_dir=str(tmp_path / "out"))
+    split = datasets.DatasetDict({"train": table, "validation": table})
+    model = tokenized_checkpoint(tmp_path / "model", "distilbert", "base")
+    _, metrics = finetune_task("text-classification", model, split, split, config)
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow

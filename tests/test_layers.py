@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "compactbert"
 
 # Bottom to top. Modules of one layer may import each other; each imports only its layer and below.
 LAYERS = [
-    ["errors", "options", "devices", "registry", "encoding"],  # leaves: no model knowledge
+    ["errors", "options", "devices", "registry", "encoding", "logs"],  # leaves: no model knowledge
     ["nn"],  # layers, encoder, heads, kernels: read only an EncoderSpec
     ["io"],  # Hub resolution, weight files, key-table machinery
     ["config"],  # BaseConfig, AutoConfig (through the registry)
@@ -19,9 +19,9 @@ LAYERS = [
     ["models"],  # the base model with loading and saving, task models, Auto factories
     ["tokenization", "tokenizer_files"],
     ["tasks"],  # per-task pre- and post-processing, shared by pipelines and training
-    ["sentence", "pipelines", "export"],
+    ["sentence", "pipelines", "export", "batch"],
     ["training"],
-    ["cli", "cli_training", "__main__", "bench", "peers", "quality", "synthetic", ""],  # entry points, the package itself
+    ["cli", "cli_training", "cli_batch", "__main__", "bench", "peers", "quality", "synthetic", ""],  # entry points, the package itself
 ]
 
 

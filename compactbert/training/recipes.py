@@ -23,7 +23,9 @@ from .lora import AdapterFiles, LoraSettings, add_lora
 from .runtime import is_main_process, keeps_global_rng
 from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
 from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
-from .text_classification import classification_collate, classification_metrics, label_mapping, read_csv_examples
+from .text_classification import (
+    classification_metrics, label_mapping, padded_collate, read_csv_examples, tokenized_classification,
+)
 from .token_classification import read_tagged_examples, tag_mapping, token_collate, token_metrics
 
 TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
@@ -49,17 +51,18 @@ class DataOptions:
 @dataclass
 class _Job:
     model: torch.nn.Module
-    train: list[Any]
+    train: Any  # a list of examples, or a tokenised datasets.Dataset
     collate: Callable[[list[Any]], dict[str, torch.Tensor]]
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None
 
 
 @keeps_global_rng
-def finetune_task(task: str, model: str | os.PathLike, train: str | os.PathLike, validation: str | os.PathLike | None,
+def finetune_task(task: str, model: str | os.PathLike, train: Any, validation: Any,
                   config: TrainingConfig, data: DataOptions | None = None,
                   hub: dict[str, Any] | None = None, resume: bool = False,
                   lora: LoraSettings | None = None) -> tuple[TrainingResult, dict[str, Any]]:
-    """Fine-tune `model` (name or folder) for `task` on files (or Hub datasets named hf:NAME); save the best
+    """Fine-tune `model` (name or folder) for `task` on `train` / `validation`: files (.csv, .jsonl, .parquet),
+    Hub datasets named hf:NAME, or datasets Dataset / DatasetDict objects (training/data.py); save the best
     epoch with its tokenizer in `config.output_dir` and return the training result and metrics.json.
     resume: continue from the trainer state in `config.checkpoint_dir` (see `fine_tune`).
     lora: with lora_r > 0, train LoRA adapters (through peft) and the new head instead of every weight;
@@ -108,12 +111,12 @@ def _text_classification(model: Any, tokenizer: Any, train: Any, validation: Any
     columns = dict(text_column=data.text_column, label_column=data.label_column,
                    text_pair_column=data.text_pair_column)
     label2id = label_mapping(train, data.label_column)
-    examples = read_csv_examples(train, label2id=label2id, **columns)
+    examples = tokenized_classification(train, tokenizer, label2id, **columns)
     dev = read_csv_examples(validation, label2id=label2id, split="validation", **columns) if validation else None
     network = AutoModelForSequenceClassification.from_pretrained(
         model, id2label={i: name for name, i in label2id.items()}, **hub)
     evaluate = (lambda m: classification_metrics(m, dev, tokenizer)) if dev else None
-    return _Job(network, examples, classification_collate(tokenizer), evaluate)
+    return _Job(network, examples, padded_collate(tokenizer), evaluate)
 
 
 def _token_classification(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,

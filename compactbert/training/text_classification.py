@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..devices import model_device, to_device
-from .data import load_records
+from .data import class_names, checked_columns, load_records, load_table
 from .metrics import classification_scores
 
 
@@ -87,3 +87,59 @@ def label_mapping(path: str | os.PathLike, label_column: str = "label", split: s
     if all(name.lstrip("-").isdigit() for name in names):
         return {name: int(name) for name in names}
     return {name: i for i, name in enumerate(names)}
+
+
+def tokenized_classification(source: Any, tokenizer: Any, label2id: dict[str, int], text_column: str = "text",
+                             label_column: str = "label", text_pair_column: str | None = None, split: str = "train",
+                             max_length: int | None = None) -> Any:
+    """A `datasets.Dataset` of model inputs with `labels`, tokenised through `Dataset.map(batched=True)`
+    (whose cache makes a second run over the same file and tokenizer free); for `padded_collate`."""
+    table = load_table(source, split)
+    columns = [text_column, label_column] + ([text_pair_column] if text_pair_column else [])
+    checked_columns(table, columns, source, split)
+    names = class_names(table.features[label_column])
+    first_line = 2 if str(source).endswith(".csv") else 1
+
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        labels = []
+        for index, value in zip(indices, batch[label_column]):
+            raw = str(names(value) if names else value).strip()
+            if raw not in label2id:
+                raise ValueError(f"{source}, record {index + first_line}: label {raw!r} is not one of "
+                                 f"{', '.join(label2id)}")
+            labels.append(label2id[raw])
+        pairs = batch[text_pair_column] if text_pair_column else None
+        encoded = tokenizer(batch[text_column], pairs, truncation=True, max_length=max_length)
+        return {**dict(encoded), "labels": labels}
+
+    # The cache key, stated: the table's own fingerprint, the tokenizer's serialised form and settings, and
+    # these arguments. (datasets' default hashes the function's closure, and the tokenizer's internal state
+    # changes as it encodes, so the cache would never be found again.)
+    from datasets.fingerprint import Hasher
+
+    key = Hasher.hash(("compactbert text-classification 1", table._fingerprint, tokenizer.backend.to_str(),
+                       tokenizer.model_max_length, tokenizer.truncation_side, sorted(label2id.items()), columns,
+                       max_length))
+    return table.map(encode, batched=True, with_indices=True, remove_columns=table.column_names,
+                     new_fingerprint=key, desc="tokenizing")
+
+
+def padded_collate(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """Batch tokenised examples (lists of ids, as `tokenized_classification` gives them) into padded
+    tensors on the tokenizer's padding side."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        batch = {"labels": torch.tensor([f["labels"] for f in features])}
+        for key in features[0]:
+            if key == "labels":
+                continue
+            fill = pad_id if key == "input_ids" else 0
+            rows = [([fill] * (width - len(f[key])) + f[key]) if left else (f[key] + [fill] * (width - len(f[key])))
+                    for f in features]
+            batch[key] = torch.tensor(rows)
+        return batch
+
+    return collate
