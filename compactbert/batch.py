@@ -62,6 +62,7 @@ class BatchJob:
     device: str | None = None
 
     def __post_init__(self) -> None:
+        self.model, self.input, self.output = (os.fspath(v) for v in (self.model, self.input, self.output))
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if Path(self.input).suffix.lower() not in FORMATS:

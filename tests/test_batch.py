@@ -72,8 +72,8 @@ def models(tmp_path_factory):
 def test_every_format_equals_the_pipeline(tmp_path, models, suffix):
     rows = texts(130, seed=1)
     source = write_input(tmp_path / f"in{suffix}", rows)
-    job = BatchJob("text-classification", str(models["text-classification"]), str(source), str(tmp_path / "out"),
-                   text_column="sentence", rows_per_shard=50, batch_size=16)
+    job = BatchJob("text-classification", models["text-classification"], source, tmp_path / "out",
+                   text_column="sentence", rows_per_shard=50, batch_size=16)  # paths as Path objects too
     summary = run_batch(job)
     assert summary == {"rows": 130, "shards": 3, "written": 3, "skipped": 0, "complete": True}
     table = read_output(tmp_path / "out").to_pylist()
@@ -175,3 +175,19 @@ def test_two_processes_under_torchrun_equal_one(tmp_path, models):
     assert run.returncode == 0, run.stderr[-3000:]
     assert read_output(tmp_path / "two").equals(read_output(tmp_path / "one"))
     assert json.loads((tmp_path / "two" / "done.json").read_text()) == {"rows": 300, "shards": 8}
+
+
+def test_progress_bar_counts_the_rows_left_with_rate(tmp_path, models, capsys):
+    source = write_input(tmp_path / "in.txt", texts(45))
+    out = tmp_path / "out"
+    job = ["predict", "--task", "text-classification", "--model", str(models["text-classification"]), "--input",
+           str(source), "--output", str(out), "--rows-per-shard", "20", "--progress"]
+    assert main(job) == 0
+    err = capsys.readouterr().err
+    assert "45/45" in err and "row/s" in err
+    (out / "part-00001.parquet").unlink()  # a resumed run counts only what is left
+    (out / "done.json").unlink()
+    assert main(job) == 0
+    err = capsys.readouterr().err
+    assert "20/20" in err and "45/45" not in err
+    assert read_output(out).column("row").to_pylist() == list(range(45))

@@ -125,21 +125,13 @@ def tokenized_classification(source: Any, tokenizer: Any, label2id: dict[str, in
 
 
 def padded_collate(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """Batch tokenised examples (lists of ids, as `tokenized_classification` gives them) into padded
-    tensors on the tokenizer's padding side."""
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    left = getattr(tokenizer, "padding_side", "right") == "left"
+    """Batch tokenised examples (lists of ids with `labels`, as `tokenized_classification` gives them)
+    into padded tensors."""
 
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        batch = {"labels": torch.tensor([f["labels"] for f in features])}
-        for key in features[0]:
-            if key == "labels":
-                continue
-            fill = pad_id if key == "input_ids" else 0
-            rows = [([fill] * (width - len(f[key])) + f[key]) if left else (f[key] + [fill] * (width - len(f[key])))
-                    for f in features]
-            batch[key] = torch.tensor(rows)
+        types = [f["token_type_ids"] for f in features] if "token_type_ids" in features[0] else None
+        batch = tokenizer.pad_ids([f["input_ids"] for f in features], types)
+        batch["labels"] = torch.tensor([f["labels"] for f in features])
         return batch
 
     return collate
