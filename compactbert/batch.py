@@ -94,6 +94,14 @@ def process_share() -> tuple[int, int]:
     return rank, world
 
 
+def process_device(device: str | None) -> str | None:
+    """`device` for this process: a bare "cuda" under a launcher means this process's own GPU
+    (cuda:LOCAL_RANK), as in training; anything else as given."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def run_batch(job: BatchJob, hub: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run `job`; return {"rows", "shards", "written", "skipped", "complete"} for this process."""
     rank, world = process_share()
@@ -183,12 +191,12 @@ class _Runner:
 
     def __init__(self, job: BatchJob, hub: dict[str, Any]) -> None:
         self.job = job
-        options = dict(dtype=job.dtype, device=job.device, batch_size=job.batch_size, **hub)
+        device = process_device(job.device)
+        options = dict(dtype=job.dtype, device=device, batch_size=job.batch_size, **hub)
         if job.task == "embed":
             from .sentence import SentenceTransformer
 
-            self.encoder = SentenceTransformer(job.model, device=job.device, dtype=job.dtype, quantize=job.quantize,
-                                               **hub)
+            self.encoder = SentenceTransformer(job.model, device=device, dtype=job.dtype, quantize=job.quantize, **hub)
             if job.max_length:
                 self.encoder.max_seq_length = job.max_length
         else:
@@ -273,6 +281,19 @@ def _write(runner: _Runner, output: Path, shard: int, rows: list[dict[str, Any]]
         write_atomic(output / f"part-{shard:05d}.parquet", lambda path: pq.write_table(table, str(path)))
     if bar is not None:
         bar.update(len(rows))
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system after a shard (glibc only; a no-op elsewhere).
+    Batches of ever-different shapes fragment the heap, and without this the resident size of a long
+    run creeps up shard after shard (measured: 1.18 GB after 20k lines, 2.5 GB after 200k)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -191,3 +191,12 @@ def test_progress_bar_counts_the_rows_left_with_rate(tmp_path, models, capsys):
     err = capsys.readouterr().err
     assert "20/20" in err and "45/45" not in err
     assert read_output(out).column("row").to_pylist() == list(range(45))
+
+
+def test_cuda_under_a_launcher_means_each_process_its_own_gpu(monkeypatch):
+    from compactbert.batch import process_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert process_device("cuda") == "cuda" and process_device(None) is None
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert process_device("cuda") == "cuda:1" and process_device("cuda:0") == "cuda:0" and process_device("cpu") == "cpu"

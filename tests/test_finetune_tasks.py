@@ -166,6 +166,20 @@ def test_text_classification_tokenises_through_dataset_map_and_its_cache(tmp_pat
         tokenized_classification(source, wordpiece, {"1": 0})
 
 
+def test_token_classification_through_dataset_map_equals_the_collate(wordpiece, bpe):
+    from compactbert.training.text_classification import padded_collate
+    from compactbert.training.token_classification import tokenized_tagging
+
+    examples = read_tagged_examples(DATA / "ner_dev.jsonl")
+    tag2id = tag_mapping(examples)
+    for tok in (wordpiece, bpe):
+        features = tokenized_tagging(DATA / "ner_dev.jsonl", tok, tag2id)
+        want = token_collate(tok, tag2id)(examples[:8])
+        got = padded_collate(tok)([features[i] for i in range(8)])
+        assert sorted(got) == sorted(want)
+        assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_dataset_objects_parquet_and_csv_text_are_read_as_given(tmp_path):
     """Dataset and DatasetDict objects, and parquet files, are training sources like CSV and JSON Lines;
     CSV cells stay text exactly as written ("NA", "007", empty)."""

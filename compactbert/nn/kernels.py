@@ -62,7 +62,10 @@ def tracing() -> bool:
     """True while a graph is being traced for export (torch.onnx.export, torch.export, torch.jit.trace): the model
     then runs its plain products and the padded attention path, so that the graph holds neither
     packed weights nor values taken from the example input (its batch, length or padding)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _is_exporting()
+
+
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.3
 
 
 def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -86,6 +86,19 @@ def load_records(source: Any, split: str, fields: Iterable[str]) -> list[dict[st
     return [{k: named[k](v) if named.get(k) else v for k, v in row.items()} for row in table]
 
 
+def tokenized(table: Any, encode: Any, tokenizer: Any, purpose: str, *settings: Any) -> Any:
+    """`table.map(encode, batched=True, with_indices=True)` into model features, cached by `datasets`
+    under a key we state: the table's fingerprint, the tokenizer's serialised form and settings,
+    `purpose` and `settings`. (datasets' default key hashes the function's closure, and a
+    tokenizer's internal state changes as it encodes, so its cache would never be found again.)"""
+    from datasets.fingerprint import Hasher
+
+    key = Hasher.hash((f"compactbert {purpose} 1", table._fingerprint, tokenizer.backend.to_str(),
+                       tokenizer.model_max_length, tokenizer.truncation_side, settings))
+    return table.map(encode, batched=True, with_indices=True, remove_columns=table.column_names,
+                     new_fingerprint=key, desc="tokenizing")
+
+
 def checked_columns(table: Any, fields: list[str], source: Any, split: str) -> None:
     """A ValueError naming the source unless `table` has rows and every one of `fields`."""
     name = source if isinstance(source, (str, os.PathLike)) else f"the {split} dataset"

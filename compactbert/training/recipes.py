@@ -26,7 +26,7 @@ from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_exam
 from .text_classification import (
     classification_metrics, label_mapping, padded_collate, read_csv_examples, tokenized_classification,
 )
-from .token_classification import read_tagged_examples, tag_mapping, token_collate, token_metrics
+from .token_classification import read_tagged_examples, tag_mapping, token_metrics, tokenized_tagging
 
 TASKS = ("text-classification", "token-classification", "question-answering", "multiple-choice")
 # The metric that picks the best epoch, per task.
@@ -129,7 +129,8 @@ def _token_classification(model: Any, tokenizer: Any, train: Any, validation: An
     id2tag = {i: tag for tag, i in tag2id.items()}
     network = AutoModelForTokenClassification.from_pretrained(model, id2label=id2tag, **hub)
     evaluate = (lambda m: token_metrics(m, dev, tokenizer, id2tag)) if dev else None
-    return _Job(network, examples, token_collate(tokenizer, tag2id), evaluate)
+    features = tokenized_tagging(train, tokenizer, tag2id, data.words_field, data.tags_field)
+    return _Job(network, features, padded_collate(tokenizer), evaluate)
 
 
 def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..devices import model_device, to_device
-from .data import class_names, checked_columns, load_records, load_table
+from .data import checked_columns, class_names, load_records, load_table, tokenized
 from .metrics import classification_scores
 
 
@@ -112,26 +112,21 @@ def tokenized_classification(source: Any, tokenizer: Any, label2id: dict[str, in
         encoded = tokenizer(batch[text_column], pairs, truncation=True, max_length=max_length)
         return {**dict(encoded), "labels": labels}
 
-    # The cache key, stated: the table's own fingerprint, the tokenizer's serialised form and settings, and
-    # these arguments. (datasets' default hashes the function's closure, and the tokenizer's internal state
-    # changes as it encodes, so the cache would never be found again.)
-    from datasets.fingerprint import Hasher
-
-    key = Hasher.hash(("compactbert text-classification 1", table._fingerprint, tokenizer.backend.to_str(),
-                       tokenizer.model_max_length, tokenizer.truncation_side, sorted(label2id.items()), columns,
-                       max_length))
-    return table.map(encode, batched=True, with_indices=True, remove_columns=table.column_names,
-                     new_fingerprint=key, desc="tokenizing")
+    return tokenized(table, encode, tokenizer, "text-classification", sorted(label2id.items()), columns, max_length)
 
 
 def padded_collate(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """Batch tokenised examples (lists of ids with `labels`, as `tokenized_classification` gives them)
-    into padded tensors."""
+    """Batch tokenised examples (lists of ids with `labels`, one per text or one per token, as
+    `tokenized_classification` and `tokenized_tagging` give them) into padded tensors."""
 
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         types = [f["token_type_ids"] for f in features] if "token_type_ids" in features[0] else None
         batch = tokenizer.pad_ids([f["input_ids"] for f in features], types)
-        batch["labels"] = torch.tensor([f["labels"] for f in features])
+        labels = [f["labels"] for f in features]
+        if isinstance(labels[0], list):  # one label per token: padding is ignored (-100)
+            width = batch["input_ids"].shape[1]
+            labels = [row + [-100] * (width - len(row)) for row in labels]
+        batch["labels"] = torch.tensor(labels)
         return batch
 
     return collate

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..devices import model_device, to_device
-from .data import load_records
+from .data import checked_columns, class_names, load_records, load_table, tokenized
 from .metrics import entity_scores
 
 
@@ -46,6 +46,29 @@ def read_tagged_examples(path: str | os.PathLike, words_field: str = "tokens", t
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}, record {n}: {exc}") from None
     return examples
+
+
+def tokenized_tagging(source: Any, tokenizer: Any, tag2id: dict[str, int], words_field: str = "tokens",
+                      tags_field: str = "tags", split: str = "train", max_length: int | None = None) -> Any:
+    """A `datasets.Dataset` of model inputs with per-token `labels` (the first piece of each word
+    labelled, every other position -100), tokenised through `Dataset.map(batched=True)` and its
+    cache; for `padded_collate`. Read the examples with `read_tagged_examples` first: it checks them."""
+    table = load_table(source, split)
+    checked_columns(table, [words_field, tags_field], source, split)
+    names = class_names(table.features[tags_field])
+
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"input_ids": [], "token_type_ids": [], "labels": []}
+        for words, tags in zip(batch[words_field], batch[tags_field]):
+            tags = names(tags) if names else [str(t) for t in tags]
+            encoding, word_of = word_pieces(tokenizer, words, max_length)
+            out["input_ids"].append(encoding.ids)
+            out["token_type_ids"].append(encoding.type_ids)
+            out["labels"].append(_first_piece_labels(word_of, [tag2id[t] for t in tags]))
+        return out
+
+    return tokenized(table, encode, tokenizer, "token-classification", sorted(tag2id.items()),
+                     [words_field, tags_field], max_length)
 
 
 def tag_mapping(examples: Sequence[TaggedExample]) -> dict[str, int]:
