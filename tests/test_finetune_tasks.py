@@ -180,6 +180,29 @@ def test_token_classification_through_dataset_map_equals_the_collate(wordpiece, 
         assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_qa_windows_through_dataset_map_equal_the_in_memory_ones(wordpiece):
+    from compactbert.training.question_answering import tokenized_windows, window_collate
+
+    examples = read_qa_examples(DATA / "qa_dev.jsonl")
+    features = tokenized_windows(DATA / "qa_dev.jsonl", wordpiece, 64, 16)
+    windows = qa_windows(wordpiece, examples, 64, 16)
+    assert len(features) == len(windows) > len(examples)  # long contexts give several windows
+    want = qa_collate(wordpiece)(windows[:6])
+    got = window_collate(wordpiece)([features[i] for i in range(6)])
+    assert all(torch.equal(got[k], want[k]) for k in want) and sorted(got) == sorted(want)
+
+
+def test_choices_through_dataset_map_equal_the_collate(wordpiece, bpe):
+    from compactbert.training.multiple_choice import padded_choice_collate, tokenized_choices
+
+    examples = read_choice_examples(DATA / "mc_dev.jsonl")
+    for tok in (wordpiece, bpe):
+        features = tokenized_choices(DATA / "mc_dev.jsonl", tok)
+        want = choice_collate(tok)(examples[:5])
+        got = padded_choice_collate(tok)([features[i] for i in range(5)])
+        assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_dataset_objects_parquet_and_csv_text_are_read_as_given(tmp_path):
     """Dataset and DatasetDict objects, and parquet files, are training sources like CSV and JSON Lines;
     CSV cells stay text exactly as written ("NA", "007", empty)."""

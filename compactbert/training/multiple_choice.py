@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .data import load_records
+from .data import checked_columns, load_records, load_table, tokenized
 from .metrics import classification_scores
 from .text_classification import argmax_predictions
 
@@ -46,6 +46,43 @@ def read_choice_examples(path: str | os.PathLike, context_field: str = "context"
     if len(counts) > 1:
         raise ValueError(f"{path}: every example needs the same number of choices, found {sorted(counts)}")
     return examples
+
+
+def tokenized_choices(source: Any, tokenizer: Any, context_field: str = "context", choices_field: str = "choices",
+                      label_field: str = "label", split: str = "train", max_length: int | None = None) -> Any:
+    """Every (context, choice) pair of `source` tokenised through `Dataset.map(batched=True)` and its
+    cache: columns input_ids and token_type_ids (one list per choice) and labels; for
+    `padded_choice_collate`. Read the examples with `read_choice_examples` first: it checks them."""
+    table = load_table(source, split)
+    checked_columns(table, [context_field, choices_field, label_field], source, split)
+
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"input_ids": [], "token_type_ids": [], "labels": []}
+        for context, choices, label in zip(batch[context_field], batch[choices_field], batch[label_field]):
+            choices = [str(c) for c in choices]
+            encoded = tokenizer([str(context)] * len(choices), choices, truncation=True, max_length=max_length,
+                                return_token_type_ids=True)
+            out["input_ids"].append(encoded["input_ids"])
+            out["token_type_ids"].append(encoded["token_type_ids"])
+            out["labels"].append(int(label))
+        return out
+
+    return tokenized(table, encode, tokenizer, "multiple-choice", [context_field, choices_field, label_field],
+                     max_length)
+
+
+def padded_choice_collate(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """Batch rows of `tokenized_choices` into (B, choices, T) inputs with `labels`."""
+
+    def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        flat = tokenizer.pad_ids([ids for row in rows for ids in row["input_ids"]],
+                                 [types for row in rows for types in row["token_type_ids"]])
+        shape = (len(rows), len(rows[0]["input_ids"]), -1)
+        out = {name: value.view(shape) for name, value in flat.items()}
+        out["labels"] = torch.tensor([row["labels"] for row in rows])
+        return out
+
+    return collate
 
 
 def choice_collate(tokenizer: Any, max_length: int | None = None) -> Callable[[list[ChoiceExample]], dict]:

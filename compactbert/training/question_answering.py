@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..tasks.question_answering import encode_windows
-from .data import load_records
+from .data import checked_columns, load_records, load_table, tokenized
 from .metrics import squad_scores
 
 
@@ -45,16 +45,18 @@ def read_qa_examples(path: str | os.PathLike, split: str = "train") -> list[QAEx
     "answers" may also be a list of strings (found in the context), or a Hub dataset named hf:NAME ("hf:squad")."""
     examples = []
     for n, record in enumerate(load_records(path, split, ["question", "context", "answers"]), 1):
-        answers = record["answers"]
         try:
-            if isinstance(answers, dict):
-                examples.append(QAExample(record["question"], record["context"], list(answers["text"]),
-                                          [int(s) for s in answers.get("answer_start", [])]))
-            else:
-                examples.append(QAExample(record["question"], record["context"], [str(a) for a in answers]))
+            examples.append(_example(record["question"], record["context"], record["answers"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}, record {n}: {exc}") from None
     return examples
+
+
+def _example(question: str, context: str, answers: Any) -> QAExample:
+    """SQuAD's {"text": [...], "answer_start": [...]}, or a list of answer texts found in the context."""
+    if isinstance(answers, dict):
+        return QAExample(question, context, list(answers["text"]), [int(s) for s in answers.get("answer_start", [])])
+    return QAExample(question, context, [str(a) for a in answers])
 
 
 @dataclass
@@ -82,6 +84,28 @@ def qa_windows(tokenizer: Any, examples: Sequence[QAExample], max_seq_len: int =
                 end = next(i for i in reversed(context) if enc.offsets[i][0] < last)
             out.append(QAWindow(enc.ids, enc.type_ids, start, end))
     return out
+
+
+def tokenized_windows(source: Any, tokenizer: Any, max_seq_len: int = 384, doc_stride: int = 128,
+                      split: str = "train") -> Any:
+    """`qa_windows` of every record of `source` as a `datasets.Dataset` (columns ids, type_ids,
+    start, end; several rows per long context), made through `Dataset.map(batched=True)` and its
+    cache; for `window_collate`. Read the examples with `read_qa_examples` first: it checks them."""
+    table = load_table(source, split)
+    checked_columns(table, ["question", "context", "answers"], source, split)
+
+    def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        examples = [_example(q, c, a) for q, c, a in zip(batch["question"], batch["context"], batch["answers"])]
+        windows = qa_windows(tokenizer, examples, max_seq_len, doc_stride)
+        return {name: [getattr(w, name) for w in windows] for name in ("ids", "type_ids", "start", "end")}
+
+    return tokenized(table, encode, tokenizer, "question-answering", max_seq_len, doc_stride)
+
+
+def window_collate(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    """`qa_collate` for the rows of `tokenized_windows`."""
+    collate = qa_collate(tokenizer)
+    return lambda rows: collate([QAWindow(**row) for row in rows])
 
 
 def qa_collate(tokenizer: Any) -> Callable[[list[QAWindow]], dict[str, torch.Tensor]]:

@@ -21,8 +21,8 @@ from ..options import option
 from .finetune import TrainingConfig, TrainingResult, fine_tune
 from .lora import AdapterFiles, LoraSettings, add_lora
 from .runtime import is_main_process, keeps_global_rng
-from .multiple_choice import choice_collate, choice_metrics, read_choice_examples
-from .question_answering import qa_collate, qa_metrics, qa_windows, read_qa_examples
+from .multiple_choice import choice_metrics, padded_choice_collate, read_choice_examples, tokenized_choices
+from .question_answering import qa_metrics, read_qa_examples, tokenized_windows, window_collate
 from .text_classification import (
     classification_metrics, label_mapping, padded_collate, read_csv_examples, tokenized_classification,
 )
@@ -145,10 +145,11 @@ def _question_answering(model: Any, tokenizer: Any, train: Any, validation: Any,
         logger.warning("question answering windows of %d tokens overlapping by %d (asked: %d and %d): the model "
                        "reads at most %d tokens and the overlap is capped at half a window", length, stride,
                        data.max_seq_len, data.doc_stride, min(limits, default=length))
-    windows = qa_windows(tokenizer, read_qa_examples(train), length, stride)
+    read_qa_examples(train)  # checks every record, naming the bad one
+    windows = tokenized_windows(train, tokenizer, length, stride)
     dev = read_qa_examples(validation, "validation") if validation else None
     evaluate = (lambda m: qa_metrics(m, dev, tokenizer, length, stride)) if dev else None
-    return _Job(network, windows, qa_collate(tokenizer), evaluate)
+    return _Job(network, windows, window_collate(tokenizer), evaluate)
 
 
 def _multiple_choice(model: Any, tokenizer: Any, train: Any, validation: Any, data: DataOptions,
@@ -156,8 +157,8 @@ def _multiple_choice(model: Any, tokenizer: Any, train: Any, validation: Any, da
     from ..models.auto import AutoModelForMultipleChoice
 
     fields = (data.context_field, data.choices_field, data.label_column)
-    examples = read_choice_examples(train, *fields)
+    read_choice_examples(train, *fields)  # checks every record, naming the bad one
     dev = read_choice_examples(validation, *fields, split="validation") if validation else None
     network = AutoModelForMultipleChoice.from_pretrained(model, **hub)
     evaluate = (lambda m: choice_metrics(m, dev, tokenizer)) if dev else None
-    return _Job(network, examples, choice_collate(tokenizer), evaluate)
+    return _Job(network, tokenized_choices(train, tokenizer, *fields), padded_choice_collate(tokenizer), evaluate)
