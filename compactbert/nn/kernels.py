@@ -161,6 +161,29 @@ def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | 
                       else torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous()))
             bias = bias.detach().contiguous() if bias is not None else None
         entry = cache[name] = _Packed(key, packed, bias)
+    rows = x.shape[0]
+    if x.dim() == 2 and bucket_rows(rows) != rows:
+        # Packed batches have a different token count almost every call, and oneDNN keeps memory per
+        # product shape that it never gives back: a long run's resident size grew without bound
+        # (0.65 -> 1.0 GB over 20k sentences and rising). Padding the rows to a bounded set of sizes
+        # keeps it flat (0.60 GB) for at most 1/8 more rows.
+        extra = bucket_rows(rows) - rows
+        x = F.pad(x, (0, 0, 0, extra))
+        residual = None if residual is None else F.pad(residual, (0, 0, 0, extra))
+        return _run_packed(entry, x, activation, residual)[:rows]
+    return _run_packed(entry, x, activation, residual)
+
+
+def bucket_rows(rows: int) -> int:
+    """`rows` rounded up to a multiple of 8 up to 64, then to one of 8 sizes per doubling."""
+    if rows <= 64:
+        return -(-rows // 8) * 8
+    step = 1 << (rows.bit_length() - 4)  # 8 steps between 2^k and 2^(k+1)
+    return -(-rows // step) * step
+
+
+def _run_packed(entry: "_Packed", x: torch.Tensor, activation: str | None, residual: torch.Tensor | None,
+                ) -> torch.Tensor:
     if residual is not None:
         return torch.ops.mkldnn._linear_pointwise.binary(x, residual, entry.weight, entry.bias, "add")
     if activation is None:
