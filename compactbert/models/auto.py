@@ -64,17 +64,13 @@ class AutoModelForPreTraining(_Auto):
     model_class = ForPreTraining
 
 
-_TASK_MODELS = (EncoderModel, ForMaskedLM, ForSequenceClassification, ForTokenClassification, ForQuestionAnswering,
-                ForMultipleChoice, ForNextSentencePrediction, ForPreTraining)
-
-
 def task_model_class(config: BaseConfig) -> type[PreTrainedModel]:
     """The model class a saved config's `architectures` names (its transformers class name)."""
     from ..registry import get_family
 
     family = get_family(config.model_type)
     saved = (config.architectures or [None])[0]
-    for cls in _TASK_MODELS:
+    for cls in (auto.model_class for auto in _Auto.__subclasses__()):
         if family is not None and family.key_table.hub_classes.get(cls.task) == saved:
             return cls
     raise ConfigError(f"config.json names architecture {saved!r}, which compactbert has no class for "

@@ -112,6 +112,9 @@ def cached_products(module: nn.Module) -> list[_Packed]:
     return [entry for sub in module.modules() for entry in _CACHES.get(sub, {}).values()]
 
 
+_REPLACEMENTS = [0]  # children of Products modules replaced so far (see plain_cached)
+
+
 class Products(nn.Module):
     """A module with Linear products among its children.
 
@@ -125,6 +128,7 @@ class Products(nn.Module):
         replaced = isinstance(value, nn.Module) and self.__dict__.get("_modules", {}).get(name) not in (None, value)
         super().__setattr__(name, value)
         if replaced:
+            _REPLACEMENTS[0] += 1
             _CACHES.clear()
             wrapped = not isinstance(value, Linear)
             for sub in value.modules():
@@ -239,6 +243,15 @@ def dequantize_int8(module: nn.Module) -> None:
     release_caches(module)
     for sub in module.modules():
         sub.__dict__.pop("_int8", None)
+
+
+def plain_cached(owner: nn.Module, products: Callable[[], list[nn.Module]]) -> bool:
+    """`plain(*products())` for `owner`, recomputed only after a product somewhere was replaced
+    (Products counts replacements), so the inference path pays one integer comparison."""
+    cached = owner.__dict__.get("_plain")
+    if cached is None or cached[0] != _REPLACEMENTS[0]:
+        cached = owner.__dict__["_plain"] = (_REPLACEMENTS[0], plain(*products()))
+    return cached[1]
 
 
 def plain(*modules: nn.Module) -> bool:

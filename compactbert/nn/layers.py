@@ -12,7 +12,7 @@ from torch import nn
 
 from .activations import get_activation
 from .spec import EncoderSpec
-from .kernels import FUSED_ACTIVATIONS, Linear, Products, is_int8, packed_linear, plain, stacked, tracing, use_packed
+from .kernels import FUSED_ACTIVATIONS, Linear, Products, is_int8, packed_linear, plain_cached, stacked, tracing, use_packed
 
 
 class NoNorm(nn.Module):
@@ -183,7 +183,8 @@ class SelfAttention(Products):
 
     def fast(self, x: torch.Tensor) -> bool:
         """Inference on packed weights applies (see kernels.py): no gradient, and no product wrapped."""
-        return not self.training and plain(self.q, self.k, self.v, self.out) and use_packed(x, self.q.weight)
+        return (not self.training and plain_cached(self, lambda: [self.q, self.k, self.v, self.out])
+                and use_packed(x, self.q.weight))
 
     def project(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -317,7 +318,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool = False) -> torch.Tensor:
         """x is packed (N, H) or padded (B, T, H). With `queries_only`, keys and values still read
         every token, but the output covers only the layout's selected queries: (Q, H)."""
-        if self.attention.fast(x) and plain(*self._products()):
+        if self.attention.fast(x) and plain_cached(self, self._products):
             return self._fast_forward(x, layout, queries_only)
         pick = layout.take_queries if queries_only else (lambda t: t)
         residual = pick(x)
