@@ -207,7 +207,7 @@ class _Runner:
                 self.pipe.max_length = job.max_length
 
     def embed(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        texts = [str(r[self.job.text_column if self.job.text_column in r else "text"] or "") for r in rows]
+        texts = self._texts(rows)
         return self.encoder.encode(texts, batch_size=self.job.batch_size, convert_to_numpy=True,
                                    normalize_embeddings=self.job.normalize).astype(np.float32)
 
@@ -231,8 +231,7 @@ class _Runner:
             results = [results] if isinstance(results, dict) else results
             return [{"answer": r["answer"], "score": float(r["score"]), "start": r["start"], "end": r["end"]}
                     for r in results]
-        column = job.text_column if task != "embed" and job.text_column in rows[0] else "text"
-        texts = [str(r[column] or "") for r in rows]
+        texts = self._texts(rows)
         if task == "text-classification":
             inputs = ([{"text": t, "text_pair": str(r[job.text_pair_column] or "")} for t, r in zip(texts, rows)]
                       if job.text_pair_column else texts)
@@ -248,6 +247,11 @@ class _Runner:
         return [{"predictions": [[{"token_str": p["token_str"], "token": int(p["token"]),
                                    "score": float(p["score"])} for p in mask] for mask in masks]}
                 for masks in per_mask]
+
+    def _texts(self, rows: list[dict[str, Any]]) -> list[str]:
+        """The text of each row (a .txt input's rows hold it under "text", whatever --text-column says)."""
+        column = self.job.text_column if self.job.text_column in rows[0] else "text"
+        return [str(r[column] or "") for r in rows]
 
     def _empty(self) -> dict[str, Any]:
         return {"text-classification": {"label": None, "score": None},
