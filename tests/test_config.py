@@ -51,7 +51,6 @@ def test_num_labels_field():
     (lambda: cb.BertConfig(position_embedding_type="relative_key"), "only 'absolute'"),
     (lambda: cb.BertConfig(pad_token_id=40000), "pad_token_id 40000 is outside the vocabulary"),
     (lambda: cb.MobileBertConfig(normalization_type="batch_norm"), "'no_norm' or 'layer_norm'"),
-    (lambda: cb.MobileBertConfig(key_query_shared_bottleneck=False), "intra_bottleneck_size must equal"),
     (lambda: cb.MobileBertConfig(embedding_size=1024), "embedding_size"),
     (lambda: cb.DistilBertConfig(n_layers=0), "sizes must be positive"),
     (lambda: cb.BertConfig(problem_type="ranking"), "unknown problem_type"),

@@ -32,7 +32,10 @@ class MobileBertConfig(BaseConfig):
     use_bottleneck: bool = True  # narrow the layer to intra_bottleneck_size inside
     intra_bottleneck_size: int = 128  # width inside a layer
     use_bottleneck_attention: bool = False  # q, k and v all read the input bottleneck
-    key_query_shared_bottleneck: bool = True  # q and k share their own bottleneck
+    # q and k share their own bottleneck. With neither flag, q, k and v read the layer input, as in
+    # the released TensorFlow code and IB-BERT, the teacher (`training.progressive.ib_bert_config`);
+    # transformers builds q and k at intra_bottleneck_size then, so it loads only intra == hidden.
+    key_query_shared_bottleneck: bool = True
     num_feedforward_networks: int = 4  # feed-forward networks stacked in each layer
     normalization_type: str = "no_norm"  # "no_norm" (x * w + b) or "layer_norm"
     classifier_activation: bool = True  # pooler is tanh(dense(h[:, 0])); false: raw first token
@@ -51,12 +54,6 @@ class MobileBertConfig(BaseConfig):
         check(0 < self.embedding_size <= self.hidden_size,
                f"embedding_size ({self.embedding_size}) must be positive and at most hidden_size "
                f"({self.hidden_size}): the masked-LM decoder splits hidden_size into the two")
-        if self.use_bottleneck and not (self.use_bottleneck_attention or self.key_query_shared_bottleneck):
-            check(self.intra_bottleneck_size == self.hidden_size,
-                   "with use_bottleneck but neither use_bottleneck_attention nor key_query_shared_bottleneck, "
-                   "attention reads the full-width input, so intra_bottleneck_size must equal hidden_size "
-                   f"({self.intra_bottleneck_size} != {self.hidden_size}); enable one of the two flags")
-
     @property
     def pooler(self) -> str:  # type: ignore[override]
         return "tanh" if self.classifier_activation else "first_token"

@@ -18,6 +18,7 @@ class EncoderRun:
     last_hidden_state: torch.Tensor  # (B, T, H), or (Q, H) with `select`
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    scores: tuple[torch.Tensor, ...] | None = None  # attention logits, finfo.min at padding keys
 
 
 # Attention kernels, as transformers names them: "sdpa" (torch's fused kernel, the default) and
@@ -56,10 +57,13 @@ class Encoder(nn.Module):
 
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
             token_type_ids: torch.Tensor | None = None, select: torch.Tensor | None = None,
-            hidden_states: bool = False, attentions: bool = False) -> "EncoderRun":
+            hidden_states: bool = False, attentions: bool = False, scores: bool = False,
+            depth: int | None = None) -> "EncoderRun":
         """`forward`, and on request what transformers' output_hidden_states / output_attentions
         return: the embeddings output and every layer's output, (B, T, H) each (zeros at padding),
-        and every layer's attention probabilities, (B, heads, T, T)."""
+        and every layer's attention probabilities, (B, heads, T, T); with `scores`, the attention
+        logits before the softmax (what knowledge transfer compares). `depth` runs only the first
+        `depth` layers (their output is the last hidden state)."""
         attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
         if select is not None and (select.dtype != torch.bool or select.shape != input_ids.shape):
             raise InputError(f"positions must be a bool mask of shape {tuple(input_ids.shape)}, "
@@ -72,16 +76,22 @@ class Encoder(nn.Module):
         layout.eager = self.attn_implementation == "eager"
         if attentions:
             layout.attentions = []
+        if scores:
+            layout.scores = []
         states = [x] if hidden_states else None
         x = layout.pack(x)  # (N, H) real tokens
-        last = len(self.schedule) - 1
-        for i, index in enumerate(self.schedule):
+        schedule = self.schedule if depth is None else self.schedule[:depth]
+        if not schedule:
+            raise InputError(f"depth {depth}: run at least one of the {len(self.schedule)} layers")
+        last = len(schedule) - 1
+        for i, index in enumerate(schedule):
             x = self.layers[index](x, layout, queries_only=select is not None and i == last)
             if states is not None:
                 states.append(layout.output(x))
         out = x if select is not None else (states[-1] if states is not None else layout.output(x))
         return EncoderRun(out, None if states is None else tuple(states),
-                          None if layout.attentions is None else tuple(layout.attentions))
+                          None if layout.attentions is None else tuple(layout.attentions),
+                          None if layout.scores is None else tuple(layout.scores))
 
     def check_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                      token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -118,6 +118,7 @@ class TokenLayout:
         self.query_index = self.query_rows = self.query_slots = None
         self.query_width = 0
         self.attentions: list[torch.Tensor] | None = None  # set to [] to record attention probabilities
+        self.scores: list[torch.Tensor] | None = None  # set to [] to record masked attention scores (logits)
         self.eager = False  # attention as explicit matmul + softmax instead of scaled_dot_product_attention
         if select is not None:
             rows, cols = select.nonzero(as_tuple=True)
@@ -224,9 +225,12 @@ class SelfAttention(Products):
             q = padded
         else:
             q = layout.pad(q)
-        if layout.eager or layout.attentions is not None:  # the probabilities themselves
+        if layout.eager or layout.attentions is not None or layout.scores is not None:  # the probabilities themselves
             scores = torch.matmul(self._heads(q), k.transpose(-1, -2)) * self.head_dim ** -0.5
-            probs = (scores if layout.mask is None else scores + layout.mask).softmax(dim=-1)  # (B, H, Tq, T)
+            scores = scores if layout.mask is None else scores + layout.mask  # (B, H, Tq, T), finfo.min at padding
+            if layout.scores is not None:
+                layout.scores.append(scores)
+            probs = scores.softmax(dim=-1)
             if layout.attentions is not None:
                 layout.attentions.append(probs)
             ctx = torch.matmul(F.dropout(probs, self.dropout, self.training), v).transpose(1, 2)
@@ -303,7 +307,7 @@ class EncoderLayer(nn.Module):
         self.bottleneck_qk = (Projection(spec.hidden_size, inner, spec.norm, spec.norm_eps)
                               if spec.shared_qk_bottleneck else None)
         self.bottleneck_attention = spec.bottleneck_attention
-        self.attention = SelfAttention(inner, spec.value_input_size, inner, spec.num_heads, spec.attention_dropout)
+        self.attention = SelfAttention(spec.qk_input_size, spec.value_input_size, inner, spec.num_heads, spec.attention_dropout)
         self.attention_norm = make_norm(spec.norm, inner, spec.norm_eps)
         self.dropout = nn.Dropout(spec.hidden_dropout)
         self.stacked_ffns = nn.ModuleList(

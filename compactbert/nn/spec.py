@@ -70,9 +70,10 @@ class EncoderSpec:
         embeddings = self.vocab_size * embedding + (self.max_positions + self.type_vocab_size) * width
         if self.trigram_input or self.embedding_projection or embedding != self.hidden_size:
             embeddings += (3 if self.trigram_input else 1) * embedding * self.hidden_size
-        layer = 4 * inner * inner + 2 * inner * self.ffn_size * self.num_ffn
+        # q, k, v and the attention output, the feed-forward networks, MobileBERT's bottlenecks
+        layer = (2 * self.qk_input_size + self.value_input_size + inner) * inner + 2 * inner * self.ffn_size * self.num_ffn
         if self.bottleneck:
-            layer += 4 * self.hidden_size * inner
+            layer += (3 if self.shared_qk_bottleneck else 2) * self.hidden_size * inner
         head = 0 if self.embedding_projection else max(0, self.hidden_size - embedding) * self.vocab_size  # MobileBERT
         return embeddings + (self.layer_groups or self.num_layers) * layer + head
 
@@ -80,6 +81,14 @@ class EncoderSpec:
     def usable_positions(self) -> int:
         """The longest input: every position row, less those below the first position id."""
         return self.max_positions - (self.pad_token_id + 1 if self.positions_after_padding else 0)
+
+    @property
+    def qk_input_size(self) -> int:
+        """Width of the tensor the query and key projections read: a bottleneck's output, or the
+        layer input itself (BERT; IB-BERT, MobileBERT's teacher, whose q, k and v all read it)."""
+        if self.bottleneck_attention or self.shared_qk_bottleneck:
+            return self.inner_size  # type: ignore[return-value]
+        return self.hidden_size
 
     @property
     def value_input_size(self) -> int:
