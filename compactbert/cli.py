@@ -1,5 +1,5 @@
 """The `compactbert` command line: fill-mask, download, export, predict, embed, list, env, bench, finetune,
-distill, agora.
+distill, transfer, agora.
 Errors are one line and exit status 1."""
 
 from __future__ import annotations
@@ -289,11 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fill_mask(args)
         if args.command == "download":
             return _download(args)
-        if args.command in ("finetune", "distill", "agora"):
+        if args.command in ("finetune", "distill", "transfer", "agora"):
             from . import cli_training
 
             return {"finetune": cli_training.finetune, "distill": cli_training.distill,
-                    "agora": cli_training.agora}[args.command](args)
+                    "transfer": cli_training.transfer, "agora": cli_training.agora}[args.command](args)
         if args.command in ("predict", "embed"):
             from . import cli_batch
 

@@ -1,5 +1,5 @@
-"""The training commands of the command line: finetune, distill and agora (their options and
-handlers); compactbert/cli.py dispatches to them."""
+"""The training commands of the command line: finetune, distill, transfer and agora (their options
+and handlers); compactbert/cli.py dispatches to them."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     from .training.distill import DistillationConfig
     from .training.finetune import TrainingConfig
     from .training.lora import LoraSettings
+    from .training.progressive import TransferConfig
     from .training.recipes import DataOptions
 
     tune = command("finetune", "fine-tune a model on your data and save it in Hub layout")
@@ -60,6 +61,24 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
                                                    "mask_smoothing", "seed", "bf16", "fp16", "device"], _DEVICE_HELP)
     still.add_argument("--output-dir", required=True, help="where the student is saved, with the tokenizer")
     add_hub_options(still)
+
+    move = command("transfer", "make a MobileBERT from an IB-BERT-like teacher: progressive knowledge transfer, "
+                   "then pre-training distillation")
+    move.add_argument("--teacher", required=True, help="folder or Hub id of the teacher masked-LM (MobileBERT "
+                      "layout, e.g. IB-BERT; see docs/progressive-transfer.md)")
+    move.add_argument("--student-config", required=True, help="config.json of the student (same depth, "
+                      "inter-block width and heads as the teacher)")
+    move.add_argument("--corpus", required=True, nargs="+", help="text files: one sentence per line, a blank "
+                      "line between documents")
+    move.add_argument("--validation", help="text file: each stage reports the student's agreement with the teacher")
+    add_config_options(move, TransferConfig, [f.name for f in dataclasses.fields(TransferConfig)
+                                              if f.name not in ("next_sentence", "output_dir")], _DEVICE_HELP)
+    move.add_argument("--no-next-sentence", action="store_true", help="single lines, no next-sentence prediction")
+    move.add_argument("--resume", action="store_true", help="continue from the trainer state (same result as "
+                      "one run)")
+    move.add_argument("--output-dir", required=True, help="where the student is saved, with the tokenizer and "
+                      "the stage reports")
+    add_hub_options(move)
 
     ag = command("agora", "Agora fine-tuning (BORT's procedure) on a classification task")
     ag.add_argument("--model", required=True, help="the candidate: Hub id, alias or folder (a new head is added)")
@@ -144,6 +163,23 @@ def distill(args: argparse.Namespace) -> int:
         print(f"agreement with the teacher: {metrics['agreement_before']:.3f} -> {metrics['agreement_after']:.3f}")
         print(f"divergence from the teacher (KL, nats per masked token): {metrics['divergence_before']:.3f} -> "
               f"{metrics['divergence_after']:.3f}")
+    print(f"saved to {args.output_dir}")
+    return 0
+
+
+def transfer(args: argparse.Namespace) -> int:
+    from .training.progressive import TransferConfig, transfer_from_files
+
+    _show_progress("compactbert.training.progressive", "transfer")
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)
+                if f.name not in ("next_sentence", "output_dir")}
+    config = TransferConfig(**{**settings, "device": checked_device(args.device), "output_dir": args.output_dir,
+                               "next_sentence": not args.no_next_sentence})
+    report = transfer_from_files(args.teacher, args.student_config, args.corpus, config, args.validation,
+                                 args.resume, hub_kwargs(args))
+    for stage, content in report.items():
+        if "validation" in content:
+            print(f"{stage}: {json.dumps(content['validation'])}")
     print(f"saved to {args.output_dir}")
     return 0
 

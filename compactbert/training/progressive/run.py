@@ -167,7 +167,7 @@ class _Transfer:
                 terms = loss_of(part, counts)
             terms["total"].backward()
             for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
         trained = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         if run.world > 1:
             for param in trained:
@@ -177,6 +177,11 @@ class _Transfer:
             sums = {k: run.mean(v) * run.world for k, v in sums.items()}
         torch.nn.utils.clip_grad_norm_(trained, self.config.max_grad_norm)
         optimizer.step()
+        with torch.no_grad():
+            # The padding row stays zero (as in the released checkpoint): the tied decoder's gradient
+            # would move it, and transformers reads it as the trigram neighbour of a padded sequence's
+            # last token, where compactbert reads zeros; a zero row keeps the two equal.
+            self.student.encoder.embeddings.word.weight[self.student.config.pad_token_id].zero_()
         self.taken += 1
         if self.bar is not None:
             self.bar.update(1)
