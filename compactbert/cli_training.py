@@ -72,7 +72,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
                       "line between documents")
     move.add_argument("--validation", help="text file: each stage reports the student's agreement with the teacher")
     add_config_options(move, TransferConfig, [f.name for f in dataclasses.fields(TransferConfig)
-                                              if f.name not in ("next_sentence", "output_dir")], _DEVICE_HELP)
+                                              if f.name not in _NOT_OPTIONS], _DEVICE_HELP)
     move.add_argument("--no-next-sentence", action="store_true", help="single lines, no next-sentence prediction")
     move.add_argument("--resume", action="store_true", help="continue from the trainer state (same result as "
                       "one run)")
@@ -167,12 +167,17 @@ def distill(args: argparse.Namespace) -> int:
     return 0
 
 
+# TransferConfig fields the transfer command does not take as --options: said otherwise (--output-dir,
+# --no-next-sentence) or true by default (a store_true flag could not turn them off).
+_NOT_OPTIONS = ("next_sentence", "output_dir", "divide_by_layers")
+
+
 def transfer(args: argparse.Namespace) -> int:
     from .training.progressive import TransferConfig, transfer_from_files
 
     _show_progress("compactbert.training.progressive", "transfer")
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TransferConfig)
-                if f.name not in ("next_sentence", "output_dir")}
+                if f.name not in _NOT_OPTIONS}
     config = TransferConfig(**{**settings, "device": checked_device(args.device), "output_dir": args.output_dir,
                                "next_sentence": not args.no_next_sentence})
     report = transfer_from_files(args.teacher, args.student_config, args.corpus, config, args.validation,

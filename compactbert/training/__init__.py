@@ -1,5 +1,6 @@
-"""Training: the fine-tuning loop, task data and metrics, one-call recipes, masked-LM masking and
-distillation and Agora. Imports the rest of the package; nothing in the core imports it."""
+"""Training: the fine-tuning loop, task data and metrics, one-call recipes, masked-LM masking,
+distillation, MobileBERT's progressive knowledge transfer and Agora. Imports the rest of the
+package; nothing in the core imports it."""
 
 from .agora import (
     BORT_GRID, AgoraResult, ClassifierLabeller, ClassifierTrainer, Hyperparameters, InfillingGenerator, agora,
@@ -15,6 +16,11 @@ from .masking import mask_tokens, mlm_accuracy, mlm_agreement, mlm_collate, mlm_
 from .metrics import classification_scores, entity_scores, entity_spans, normalize_answer, squad_scores
 from .multiple_choice import ChoiceExample, choice_collate, choice_metrics, read_choice_examples
 from .question_answering import QAExample, QAWindow, qa_collate, qa_metrics, qa_windows, read_qa_examples
+from .lamb import Lamb
+from .pretraining_data import PretrainingCorpus
+from .progressive import (
+    TransferConfig, TransferResult, ib_bert_config, mobilebert_config, progressive_transfer, transfer_from_files,
+)
 from .recipes import TASKS, DataOptions, finetune_task
 from .text_classification import (
     TextExample, classification_collate, classification_metrics, classification_predictions, label_mapping,
@@ -32,6 +38,8 @@ __all__ = [
     "distill_from_files", "distillation_loss", "mask_tokens", "mlm_accuracy", "mlm_agreement", "mlm_collate", "mlm_comparison",
     "student_from_teacher", "token_weights",
     "AdapterFiles", "LoraSettings", "add_lora", "load_lora", "trained_heads",
+    "Lamb", "PretrainingCorpus", "TransferConfig", "TransferResult", "ib_bert_config", "mobilebert_config",
+    "progressive_transfer", "transfer_from_files",
     "DataOptions", "QAExample", "QAWindow", "TASKS", "TaggedExample", "TextExample", "TrainingConfig",
     "TrainingResult", "classification_collate", "classification_metrics", "classification_predictions",
     "classification_scores", "entity_scores", "entity_spans", "fine_tune", "finetune_task", "label_mapping",
