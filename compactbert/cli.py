@@ -1,5 +1,5 @@
 """The `compactbert` command line: fill-mask, download, export, predict, embed, list, env, bench, finetune,
-distill, transfer, agora.
+distill, transfer, extract, agora.
 Errors are one line and exit status 1."""
 
 from __future__ import annotations
@@ -289,11 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fill_mask(args)
         if args.command == "download":
             return _download(args)
-        if args.command in ("finetune", "distill", "transfer", "agora"):
+        if args.command in ("finetune", "distill", "transfer", "extract", "agora"):
             from . import cli_training
 
             return {"finetune": cli_training.finetune, "distill": cli_training.distill,
-                    "transfer": cli_training.transfer, "agora": cli_training.agora}[args.command](args)
+                    "transfer": cli_training.transfer, "extract": cli_training.extract,
+                    "agora": cli_training.agora}[args.command](args)
         if args.command in ("predict", "embed"):
             from . import cli_batch
 

@@ -1,5 +1,5 @@
-"""The training commands of the command line: finetune, distill, transfer and agora (their options
-and handlers); compactbert/cli.py dispatches to them."""
+"""The training commands of the command line: finetune, distill, transfer, extract and agora (their
+options and handlers); compactbert/cli.py dispatches to them."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     from .training.distill import DistillationConfig
     from .training.finetune import TrainingConfig
     from .training.lora import LoraSettings
+    from .training.extract import ExtractionConfig
     from .training.progressive import TransferConfig
     from .training.recipes import DataOptions
 
@@ -79,6 +80,22 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     move.add_argument("--output-dir", required=True, help="where the student is saved, with the tokenizer and "
                       "the stage reports")
     add_hub_options(move)
+
+    find = command("extract", "search for the architecture with the best size, speed and error trade-off "
+                   "(BORT's optimal subarchitecture extraction)")
+    find.add_argument("--teacher", required=True, help="folder or Hub id of the teacher masked-LM (BERT, RoBERTa "
+                      "or DistilBERT layout)")
+    find.add_argument("--corpus", required=True, nargs="+", help="plain text files the surrogates are distilled on, "
+                      "one sequence per line")
+    find.add_argument("--validation", required=True, help="held-out text file: each surrogate's error is measured on it")
+    find.add_argument("--space", default="default", help="'default' (D 2-12, A 4-16, H 512-1024, I 256-3072) or a "
+                      "JSON file of lists depth, heads, width, ffn")
+    add_config_options(find, ExtractionConfig, [f.name for f in dataclasses.fields(ExtractionConfig)
+                                                if f.name not in ("space", "output_dir")], _DEVICE_HELP)
+    find.add_argument("--resume", action="store_true", help="reuse the surrogates a run with the same settings "
+                      "trained (also those of an exhaustive run)")
+    find.add_argument("--output-dir", required=True, help="where the ranked table, plot and chosen config.json go")
+    add_hub_options(find)
 
     ag = command("agora", "Agora fine-tuning (BORT's procedure) on a classification task")
     ag.add_argument("--model", required=True, help="the candidate: Hub id, alias or folder (a new head is added)")
@@ -164,6 +181,25 @@ def distill(args: argparse.Namespace) -> int:
         print(f"divergence from the teacher (KL, nats per masked token): {metrics['divergence_before']:.3f} -> "
               f"{metrics['divergence_after']:.3f}")
     print(f"saved to {args.output_dir}")
+    return 0
+
+
+def extract(args: argparse.Namespace) -> int:
+    from .training.extract import ExtractionConfig, extract_from_files
+
+    _show_progress("compactbert.training.extract", "extract")
+    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(ExtractionConfig)
+                if f.name not in ("space", "output_dir")}
+    config = ExtractionConfig(**{**settings, "space": args.space, "device": checked_device(args.device),
+                                 "output_dir": args.output_dir})
+    result = extract_from_files(args.teacher, args.corpus, args.validation, config, args.resume, hub_kwargs(args))
+    chosen = result.chosen
+    print(f"chosen: {chosen.architecture.name} (W {chosen.w:.4f}, p {chosen.costs.parameters:,}, "
+          f"i {chosen.costs.flops:,} operations per token, e {chosen.error:.4f}); "
+          f"{result.trained} of {len(result.candidates)} candidates trained")
+    print(f"distil it with: compactbert distill --teacher {args.teacher} --student-config "
+          f"{Path(args.output_dir) / 'config.json'} --corpus ... --output-dir ...")
+    print(f"saved to {args.output_dir}: {', '.join(sorted(result.files))}")
     return 0
 
 

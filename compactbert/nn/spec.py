@@ -62,20 +62,12 @@ class EncoderSpec:
         return [int(i / (self.num_layers / self.layer_groups)) for i in range(self.num_layers)]
 
     def parameter_count(self) -> int:
-        """About how many parameters a model of this spec holds (embeddings, the distinct layers'
-        matrices, MobileBERT's extra decoder rows), known before anything is built: within 2% of
-        the built masked-LM models of every family's Hub geometry."""
-        inner, embedding = self.inner_size or self.hidden_size, self.embedding_size or self.hidden_size
-        width = embedding if self.embedding_projection else self.hidden_size
-        embeddings = self.vocab_size * embedding + (self.max_positions + self.type_vocab_size) * width
-        if self.trigram_input or self.embedding_projection or embedding != self.hidden_size:
-            embeddings += (3 if self.trigram_input else 1) * embedding * self.hidden_size
-        # q, k, v and the attention output, the feed-forward networks, MobileBERT's bottlenecks
-        layer = (2 * self.qk_input_size + self.value_input_size + inner) * inner + 2 * inner * self.ffn_size * self.num_ffn
-        if self.bottleneck:
-            layer += (3 if self.shared_qk_bottleneck else 2) * self.hidden_size * inner
-        head = 0 if self.embedding_projection else max(0, self.hidden_size - embedding) * self.vocab_size  # MobileBERT
-        return embeddings + (self.layer_groups or self.num_layers) * layer + head
+        """How many parameters a masked-LM of this spec holds (encoder and head; exact, see
+        nn/costs.py), known before anything is built."""
+        from .costs import parameter_counts
+
+        counts = parameter_counts(self)
+        return counts.net + counts.mlm_head
 
     @property
     def usable_positions(self) -> int:

@@ -98,7 +98,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     ce = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                   reduction="sum", log_target=True) * (t * t / tokens)
     mlm = F.cross_entropy(student_logits[chosen], labels[chosen], reduction="sum") / masked
-    cos = (1.0 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)).sum() / tokens
+    if alpha_cos:
+        cos = (1.0 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)).sum() / tokens
+    else:  # not computed: the hidden states may differ in width (a narrower student)
+        cos = student_logits.new_zeros(())
     return DistillationLoss(alpha_ce * ce + alpha_mlm * mlm + alpha_cos * cos, ce, mlm, cos)
 
 
@@ -152,6 +155,9 @@ class DistillationConfig(ScheduleSettings):
     alpha_cos: float = option(1.0, "weight of the hidden-state cosine term")
     mlm_probability: float = option(0.15, "share of tokens masked in each batch")
     mask_smoothing: float | None = option(None, "0.7 picks tokens with chance count^-0.7 (the paper); None: uniform")
+    kl_on: str = option("tokens", "where the KL and cosine terms are taken: every real token (tokens, DistilBERT) "
+                        "or the masked tokens only (masked, BORT)")
+    max_steps: int | None = option(None, "stop after this many optimizer steps (the schedule is sized to them)")
     max_length: int = option(128, "tokens per sequence (longer lines are truncated)")
     bf16: bool = option(False, "bfloat16 autocast for both models' forward passes (CPU and CUDA)")
     fp16: bool = option(False, "float16 autocast with loss scaling (CUDA, or the CPU; refused for MobileBERT)")
@@ -164,6 +170,10 @@ class DistillationConfig(ScheduleSettings):
         self.check_schedule()
         if not 0 < self.mlm_probability < 1 or self.temperature <= 0:
             raise ValueError("mlm_probability must be in (0, 1) and temperature positive")
+        if self.kl_on not in ("tokens", "masked"):
+            raise ValueError(f"kl_on={self.kl_on!r}: choose 'tokens' (every real token) or 'masked'")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
 
 
 @dataclass
@@ -198,6 +208,8 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
     micro = config.per_device_train_batch_size
     global_size = micro * config.gradient_accumulation_steps * run.world
     total = math.ceil(lines / global_size) * config.num_train_epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
     runner = run.wrap(student)
     optimizer = torch.optim.AdamW(parameter_groups(student, config.weight_decay), lr=config.learning_rate,
                                   betas=config.betas)
@@ -206,6 +218,8 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
     teacher.eval()
     result = DistillationResult()
     for epoch in range(1, config.num_train_epochs + 1):
+        if result.steps >= total:
+            break
         student.train()
         sums = {"loss": 0.0, "ce": 0.0, "mlm": 0.0, "cos": 0.0}
         batches = 0
@@ -215,7 +229,8 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
             inputs = run.move(masked_batch(global_batch))
             rows = run.shard(list(range(len(global_batch))))
             optimizer.zero_grad(set_to_none=True)
-            counts = (int(inputs["attention_mask"].sum()), max(1, int((inputs["labels"] != -100).sum())))
+            masked = max(1, int((inputs["labels"] != -100).sum()))
+            counts = (masked if config.kl_on == "masked" else int(inputs["attention_mask"].sum()), masked)
             for part in chunks(iter(rows), micro) if rows else [[]]:
                 if not part:  # nothing left for this process: join the gradient all-reduce with zeros
                     (sum(p.sum() for p in student.parameters()) * 0.0).backward()
@@ -234,6 +249,8 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
             scheduler.step()
             batches += 1
             result.steps += 1
+            if result.steps >= total:
+                break
         record = {"epoch": epoch, **{k: run.mean(v) * run.world / max(1, batches) for k, v in sums.items()}}
         result.history.append(record)
         if run.rank == 0:
@@ -246,7 +263,8 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
 
 def _loss(teacher: nn.Module, student: nn.Module, inputs: dict[str, torch.Tensor], config: DistillationConfig,
           counts: tuple[int, int]) -> DistillationLoss:
-    real = inputs["attention_mask"].bool()  # the loss covers every real token, packed: (N, ...)
+    # The loss covers every real token (or the masked ones), packed: (N, ...)
+    real = inputs["attention_mask"].bool() if config.kl_on == "tokens" else inputs["labels"] != -100
     args = (inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"))
     with torch.no_grad():
         taught = teacher(*args, positions=real)  # logits (N, V), hidden states (N, H)

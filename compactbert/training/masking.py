@@ -144,3 +144,17 @@ def mlm_accuracy(model: nn.Module, tokenizer: Any, texts: Sequence[str], seed: i
         right += int((_masked_logits(model, batch, where).argmax(-1) == labels[where]).sum())
         total += int(where.sum())
     return right / max(1, total)
+
+
+def mlm_scores(model: nn.Module, tokenizer: Any, texts: Sequence[str], seed: int = 0, probability: float = 0.15,
+               max_length: int = 128) -> tuple[float, float]:
+    """(cross-entropy in nats, accuracy) of the model's predictions at seeded masked tokens: the
+    mean -log p(true token) and the share predicted exactly."""
+    loss, right, total = 0.0, 0, 0
+    for batch, labels in _seeded_masks(tokenizer, texts, seed, probability, max_length):
+        where = labels != -100
+        logits = _masked_logits(model, batch, where)
+        loss += float(F.cross_entropy(logits, labels[where], reduction="sum"))
+        right += int((logits.argmax(-1) == labels[where]).sum())
+        total += int(where.sum())
+    return loss / max(1, total), right / max(1, total)
