@@ -228,3 +228,14 @@ def one_and_two_processes(script: Path, tmp_path: Path) -> tuple[dict, dict]:
                           str(script), str(double)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     return torch.load(single), torch.load(double)
+
+
+def agree_in_one_and_two_processes(script: Path, tmp_path: Path, rel: float = 1e-5, atol: float = 1e-5
+                                   ) -> tuple[dict, dict]:
+    """`one_and_two_processes`, checking that the two runs' loss histories and parameters agree."""
+    a, b = one_and_two_processes(script, tmp_path)
+    assert a["losses"] == pytest.approx(b["losses"], rel=rel)
+    for name, value in a["params"].items():
+        assert torch.allclose(value, b["params"][name], atol=atol), name
+    return a, b
+

@@ -27,6 +27,7 @@ teacher_config, student_config = tiny_pair()
 torch.manual_seed(0)
 teacher = cb.ForMaskedLM.from_config(teacher_config)
 student = student_from_teacher(teacher, student_config)
+initial = {k: v.clone() for k, v in student.state_dict().items()}
 tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
 # global batch 8 = per device 4 (or 2) x 2 micro-batches x processes
 world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -36,7 +37,8 @@ result = progressive_transfer(teacher, student, tokenizer, PretrainingCorpus([co
 if int(os.environ.get("RANK", "0")) == 0:
     losses = [layer["first"]["total"] for layer in result.report["stage1"]["layers"]]
     losses += [record["total"] for record in result.report["stage2"]["history"]]
-    torch.save({"params": {k: v.clone() for k, v in student.state_dict().items()}, "losses": losses}, sys.argv[1])
+    torch.save({"params": {k: v.clone() for k, v in student.state_dict().items()}, "initial": initial,
+                "losses": losses}, sys.argv[1])
 if torch.distributed.is_initialized():
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

@@ -26,7 +26,7 @@ from compactbert.training.progressive import (
     soft_mlm_loss, student_from_teacher, transfer_terms,
 )
 from compactbert.training.progressive import run as run_module
-from conftest import DEVICES, minilm_folder, one_and_two_processes, transformers
+from conftest import DEVICES, agree_in_one_and_two_processes, minilm_folder, transformers
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
@@ -393,7 +393,7 @@ def test_command_line_end_to_end_and_transformers_loads_the_student(tokenizer, t
 
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path):
-    a, b = one_and_two_processes(Path(__file__).resolve().parent / "ddp_transfer.py", tmp_path)
-    assert a["losses"] == pytest.approx(b["losses"], rel=1e-4)
-    for name, value in a["params"].items():
-        assert torch.allclose(value, b["params"][name], atol=1e-5), name
+    a, _ = agree_in_one_and_two_processes(Path(__file__).resolve().parent / "ddp_transfer.py", tmp_path, rel=1e-4)
+    # equal because both trained the same way, not because nothing moved
+    for name in ("encoder.layers.0.attention.q.weight", "encoder.layers.2.ffn.fc_in.weight"):
+        assert not torch.allclose(a["params"][name], a["initial"][name], atol=1e-4), name

@@ -12,7 +12,7 @@ from compactbert.training import (
     TextExample, TrainingConfig, classification_collate, classification_metrics, fine_tune, linear_schedule,
     parameter_groups, read_csv_examples,
 )
-from conftest import TINY, minilm_folder, one_and_two_processes
+from conftest import TINY, agree_in_one_and_two_processes, minilm_folder
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
@@ -118,10 +118,7 @@ def test_fine_tuning_real_weights_learns(tmp_path):
 @pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tmp_path):
     """The same global batch on 2 processes (DDP, gloo) gives the single-process result."""
-    a, b = one_and_two_processes(Path(__file__).resolve().parent / "ddp_train.py", tmp_path)
-    assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
-    for name, value in a["params"].items():
-        assert torch.allclose(value, b["params"][name], atol=1e-5), name
+    a, b = agree_in_one_and_two_processes(Path(__file__).resolve().parent / "ddp_train.py", tmp_path)
     # equal because both trained the same way, not because nothing moved
     assert all(torch.equal(a["initial"][k], b["initial"][k]) for k in a["initial"])
     assert not torch.allclose(a["params"]["classifier.weight"], a["initial"]["classifier.weight"], atol=1e-4)
