@@ -59,7 +59,8 @@ def add_training_commands(command: Callable[..., argparse.ArgumentParser]) -> No
     add_config_options(still, DistillationConfig, ["num_train_epochs", "per_device_train_batch_size",
                                                    "gradient_accumulation_steps", "learning_rate", "max_length",
                                                    "temperature", "alpha_ce", "alpha_mlm", "alpha_cos",
-                                                   "mask_smoothing", "seed", "bf16", "fp16", "device"], _DEVICE_HELP)
+                                                   "mask_smoothing", "kl_on", "max_steps", "seed", "bf16", "fp16",
+                                                   "device"], _DEVICE_HELP)
     still.add_argument("--output-dir", required=True, help="where the student is saved, with the tokenizer")
     add_hub_options(still)
 
@@ -166,7 +167,8 @@ def distill(args: argparse.Namespace) -> int:
         device=checked_device(args.device),
         learning_rate=args.learning_rate, max_length=args.max_length, temperature=args.temperature,
         alpha_ce=args.alpha_ce, alpha_mlm=args.alpha_mlm, alpha_cos=args.alpha_cos,
-        mask_smoothing=args.mask_smoothing, seed=args.seed, output_dir=args.output_dir)
+        mask_smoothing=args.mask_smoothing, kl_on=args.kl_on, max_steps=args.max_steps, seed=args.seed,
+        output_dir=args.output_dir)
     student_config = None
     if args.student_config:  # a config.json file, or a folder / Hub id holding one
         source = Path(args.student_config)
