@@ -219,3 +219,31 @@ def test_training_calls_leave_the_global_random_state_alone(tmp_path):
         torch.manual_seed(123)
         call()
         assert torch.equal(torch.rand(4), expected)
+
+
+def test_trained_mobilebert_keeps_transformers_parity_on_padded_batches(tmp_path):
+    """MobileBERT's tied decoder moves the padding row of the word embeddings, which transformers
+    reads as the trigram neighbour of a padded sequence's last token (compactbert reads zeros).
+    fine_tune and distill keep that row at zero, so the saved model means the same in both."""
+    from compactbert.training import DistillationConfig, TextCorpus, distill, mlm_collate
+    from conftest import transformers
+
+    tokenizer = cb.AutoTokenizer.from_pretrained(minilm_folder())
+    config = TINY["mobilebert"](vocab_size=len(tokenizer))
+    lines = (DATA / "corpus_dev.txt").read_text().splitlines()[:48]
+    torch.manual_seed(0)
+    model = cb.ForMaskedLM.from_config(config)
+    fine_tune(model, lines, mlm_collate(tokenizer), TrainingConfig(num_train_epochs=2, per_device_train_batch_size=8,
+                                                                   learning_rate=1e-2, warmup_ratio=0.0))
+    student = cb.ForMaskedLM.from_config(config)
+    distill(model, student, tokenizer, TextCorpus([DATA / "corpus_dev.txt"]),
+            DistillationConfig(num_train_epochs=1, max_steps=4, per_device_train_batch_size=8, learning_rate=1e-2))
+    batch = tokenizer(["Plants release [MASK] into the air.", "A short [MASK]."], padding=True, return_tensors="pt")
+    keep = batch["attention_mask"].bool()
+    for trained, name in ((model, "fine-tuned"), (student, "distilled")):
+        assert not trained.encoder.embeddings.word.weight[0].any(), name
+        trained.save_pretrained(tmp_path / name)
+        theirs = transformers.MobileBertForMaskedLM.from_pretrained(tmp_path / name).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(trained.eval()(**batch).logits[keep], theirs(**batch).logits[keep],
+                                       rtol=1e-4, atol=1e-4)

@@ -31,7 +31,7 @@ from torch import nn
 from ..io.atomic import save_together
 from ..options import option
 from .finetune import ScheduleSettings, linear_schedule, parameter_groups
-from .runtime import Runtime, is_main_process, keeps_global_rng, precision
+from .runtime import Runtime, is_main_process, keep_padding_row_zero, keeps_global_rng, precision
 from .masking import chunks, mlm_collate, token_weights
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ def distill(teacher: nn.Module, student: nn.Module, tokenizer: Any, corpus: Text
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
             scaler.step(optimizer)
+            keep_padding_row_zero(student)
             scaler.update()
             scheduler.step()
             batches += 1

@@ -21,7 +21,7 @@ from torch import nn
 from ..nn.layers import NoNorm
 from ..io.atomic import write_atomic
 from ..options import option
-from .runtime import Runtime, keeps_global_rng, precision
+from .runtime import Runtime, keep_padding_row_zero, keeps_global_rng, precision
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ def fine_tune(model: nn.Module, train: Sequence[Any], collate: Callable[[list[An
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             scaler.step(optimizer)
+            keep_padding_row_zero(model)
             scaler.update()
             scheduler.step()
             if bar is not None:

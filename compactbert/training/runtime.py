@@ -165,6 +165,19 @@ def _check_fp16(model: nn.Module, device: torch.device) -> None:
         raise ConfigError(f"fp16 training runs on CUDA (or the CPU), not {device.type}; use bf16")
 
 
+def keep_padding_row_zero(model: nn.Module) -> None:
+    """After an optimizer step of a model with trigram input (MobileBERT): set the padding token's
+    word-embedding row back to zero. A tied decoder's gradient moves it; compactbert never reads it,
+    but transformers reads it as the 'next' neighbour of a padded sequence's last token, so a moved
+    row makes the two disagree on padded batches. The Hub checkpoints have it at zero."""
+    config, encoder = getattr(model, "config", None), getattr(model, "encoder", None)
+    spec = config.encoder_spec() if config is not None and hasattr(config, "encoder_spec") else None
+    if spec is None or not spec.trigram_input or encoder is None or spec.pad_token_id is None:
+        return
+    with torch.no_grad():
+        encoder.embeddings.word.weight[spec.pad_token_id].zero_()
+
+
 def keeps_global_rng(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run `function` on a copy of the global random state (CPU and every CUDA device): the seeding
     a training call does for shuffling, dropout and new heads leaves the caller's stream untouched."""

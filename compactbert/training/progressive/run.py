@@ -21,7 +21,7 @@ from ...io.atomic import save_together, write_atomic
 from ...options import option
 from ..masking import mask_tokens, token_weights
 from ..pretraining_data import PretrainingCorpus, seeded
-from ..runtime import Runtime, is_main_process, keeps_global_rng, precision
+from ..runtime import Runtime, is_main_process, keep_padding_row_zero, keeps_global_rng, precision
 from .losses import soft_mlm_loss, transfer_terms
 from .pairs import check_pair, student_from_teacher
 from .schedule import layer_rate, make_optimizer, phase_rate
@@ -177,11 +177,7 @@ class _Transfer:
             sums = {k: run.mean(v) * run.world for k, v in sums.items()}
         torch.nn.utils.clip_grad_norm_(trained, self.config.max_grad_norm)
         optimizer.step()
-        with torch.no_grad():
-            # The padding row stays zero (as in the released checkpoint): the tied decoder's gradient
-            # would move it, and transformers reads it as the trigram neighbour of a padded sequence's
-            # last token, where compactbert reads zeros; a zero row keeps the two equal.
-            self.student.encoder.embeddings.word.weight[self.student.config.pad_token_id].zero_()
+        keep_padding_row_zero(self.student)
         self.taken += 1
         if self.bar is not None:
             self.bar.update(1)
