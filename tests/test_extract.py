@@ -146,6 +146,27 @@ def test_bort_loss_at_the_masked_tokens(tmp_path):
         DistillationConfig(kl_on="all")
 
 
+@pytest.mark.parametrize("family", [f.model_type for f in registry.families()])
+def test_a_part_without_masked_tokens_gives_no_logits_and_no_loss(family):
+    """BORT's loss at the masked tokens: a micro-batch may hold none. The model then returns (0, V)
+    logits (it used to fail reshaping an empty tensor) and the part adds nothing."""
+    from compactbert.training.distill import _loss
+
+    config = registry.get_family(family).tiny(vocab_size=99)
+    teacher = cb.ForMaskedLM.from_config(config)
+    ids = torch.randint(5, 90, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    nothing = torch.zeros(2, 7, dtype=torch.bool)
+    with torch.no_grad():
+        assert teacher.eval()(ids, mask, positions=nothing).logits.shape == (0, 99)
+    student = cb.ForMaskedLM.from_config(config)
+    terms = _loss(teacher, student.train(), {"input_ids": ids, "attention_mask": mask, "labels": torch.full_like(ids, -100)},
+                  DistillationConfig(kl_on="masked", alpha_cos=0.0), (5, 5))
+    terms.total.backward()
+    assert float(terms.total) == 0.0
+
+
 def _tiny_teacher(folder: Path) -> Path:
     folder.mkdir(parents=True)
     vocab = write_bpe_tokenizer(folder)

@@ -74,7 +74,7 @@ class MaskedLMHead(Products):
             return F.linear(t, self.decoder, self.bias)  # (..., V)
         e = self.embedding_size
         return torch.addmm(self.bias, t[..., e:].reshape(-1, self.extra.shape[0]), self.extra).view(
-            *t.shape[:-1], -1) + F.linear(t[..., :e], self.decoder)
+            *t.shape[:-1], self.bias.shape[0]) + F.linear(t[..., :e], self.decoder)
 
     def _vocabulary_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         weight = self.decoder if self.extra is None else torch.cat([self.decoder, self.extra.t()], dim=1)

@@ -239,7 +239,7 @@ class SelfAttention(Products):
                 self._heads(q), k, v, attn_mask=layout.mask, dropout_p=self.dropout if self.training else 0.0,
                 scale=self.head_dim ** -0.5,
             ).transpose(1, 2)  # (B, Tq, H, D)
-        ctx = ctx.reshape(ctx.shape[0], ctx.shape[1], -1)  # (B, Tq, W)
+        ctx = ctx.reshape(ctx.shape[0], ctx.shape[1], self.num_heads * self.head_dim)  # (B, Tq, W); Tq may be 0
         if queries_only:
             ctx = ctx[layout.query_rows, layout.query_slots]  # (Q, W)
         else:
