@@ -17,7 +17,7 @@ from conftest import FAMILIES, TINY, oracle_model, save_oracle
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"vocab_size": 10**12}, "7.68e\\+14 parameters \\(vocab_size 1000000000000.* more than this machine.s"),
+    ({"vocab_size": 10**12}, "7.69e\\+14 parameters \\(vocab_size 1000000000000.* more than this machine.s"),
     ({"num_hidden_layers": 10**6}, "vocab_size 30522, 1000000 layers"),
     ({"hidden_size": 770}, "not divisible by the number of heads"),
     ({"hidden_size": -8}, "sizes must be positive"),

@@ -32,8 +32,9 @@ def parameter_counts(spec: EncoderSpec) -> ParameterCounts:
     inner, hidden, embedding = spec.inner_size, spec.hidden_size, spec.embedding_size
     assert inner is not None and embedding is not None
     norm = 2  # weight and bias per feature, LayerNorm and NoNorm alike
+    ffn = _linear(inner, spec.ffn_size) + _linear(spec.ffn_size, inner) + norm * inner
     layer = (2 * _linear(spec.qk_input_size, inner) + _linear(spec.value_input_size, inner) + _linear(inner, inner)
-             + norm * inner + spec.num_ffn * (_linear(inner, spec.ffn_size) + _linear(spec.ffn_size, inner) + norm * inner))
+             + norm * inner + spec.num_ffn * ffn)
     if spec.bottleneck:
         layer += _linear(hidden, inner) + norm * inner + _linear(inner, hidden) + norm * hidden
     if spec.shared_qk_bottleneck:

@@ -38,7 +38,8 @@ def ranking(candidates: list["Candidate"]) -> list["Candidate"]:
 
 def markdown_table(result: "ExtractionResult") -> str:
     front = {c.architecture for c in pareto_front(result.candidates)}
-    lines = ["| rank | architecture | p (layers) | p (net) | i (FLOPs/token) | factor | e (nats) | accuracy | W | front |",
+    lines = ["| rank | architecture | p (layers) | p (net) | i (FLOPs/token) | factor | e (nats) | accuracy | W "
+             "| front |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for rank, c in enumerate(ranking(result.candidates), 1):
         measured = c.error is not None

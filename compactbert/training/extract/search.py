@@ -131,7 +131,8 @@ def surrogate_error(teacher: nn.Module, tokenizer: Any, corpus: TextCorpus, held
     torch.manual_seed(config.seed)
     student = ForMaskedLM.from_config(student_config)
     distill(teacher, student, tokenizer, corpus, DistillationConfig(
-        num_train_epochs=10 ** 6, max_steps=config.budget_steps, per_device_train_batch_size=config.per_device_train_batch_size,
+        num_train_epochs=10 ** 6, max_steps=config.budget_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
         learning_rate=config.learning_rate, temperature=config.temperature, alpha_ce=config.alpha_kl,
         alpha_mlm=config.alpha_mlm, alpha_cos=0.0, kl_on="masked", max_length=config.max_length,
         device=config.device, bf16=config.bf16, seed=config.seed))
