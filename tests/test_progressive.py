@@ -336,6 +336,16 @@ def test_interrupted_run_resumes_to_the_same_student(tokenizer, tmp_path, device
                              TransferConfig(**{**config2.__dict__, "learning_rate": 0.5}), resume=True)
 
 
+def test_bf16_autocast_run(tokenizer, tmp_path):
+    """Under bf16 autocast, the frozen teacher's inference kernels give way to autocast's products
+    (a packed float32 product next to bfloat16 attention scores used to fail), and the losses stay finite."""
+    student, teacher, corpus, config = _run(tokenizer, tmp_path, bf16=True)
+    report = progressive_transfer(teacher, student, tokenizer, corpus, config).report
+    assert all(math.isfinite(v) for layer in report["stage1"]["layers"] for v in layer["last_tenth"].values())
+    assert all(math.isfinite(record["total"]) for record in report["stage2"]["history"])
+    assert student.encoder.layers[0].attention.q.weight.dtype == torch.float32  # autocast, not a cast
+
+
 def test_errors_name_the_problem(tokenizer, tmp_path):
     student, teacher, corpus, config = _run(tokenizer, tmp_path)
     with pytest.raises(ValueError, match="stage1_steps=2 gives the 3 layers no step each"):

@@ -71,9 +71,12 @@ _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch 
 def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when this product may run on a packed weight: CPU, a packed dtype, no gradient needed
     (neither for the weight nor for the input: oneDNN's kernel has no backward, so a frozen layer
-    between trained ones, as under LoRA, must stay on F.linear), not being traced for export."""
+    between trained ones, as under LoRA, must stay on F.linear), not being traced for export, and
+    no autocast (it chooses the products' precision; a packed float32 product would mix with its
+    bfloat16 neighbours)."""
     return (x.device.type == "cpu" and x.dtype in _PACKED and x.dtype == weight.dtype
-            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)) and not tracing())
+            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)) and not tracing()
+            and not torch.is_autocast_enabled("cpu"))
 
 
 class _Packed:
