@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate of the surrogates")
     parser.add_argument("--epsilon", type=float, default=0.2, help="interval width of the approximation")
     parser.add_argument("--distill-epochs", type=int, default=3, help="epochs of distilling the chosen architecture")
+    parser.add_argument("--space", help="a JSON file of lists depth, heads, width, ffn (default: the space above)")
     parser.add_argument("--measure", action="store_true", help="exhaustive search, then the approximation at "
                         "epsilon 0.1, 0.2, 0.3, 0.5 on the same surrogates")
     args = parser.parse_args()
@@ -73,7 +74,8 @@ def main() -> None:
     started = time.perf_counter()
     teacher = teacher_folder(out, corpus, 32)
     print(f"teacher ready ({time.perf_counter() - started:.0f} s)")
-    settings = dict(space=SPACE, budget_steps=args.budget, learning_rate=args.learning_rate, max_length=64,
+    space = json.loads(Path(args.space).read_text()) if args.space else SPACE
+    settings = dict(space=space, budget_steps=args.budget, learning_rate=args.learning_rate, max_length=64,
                     sequence_length=64)
     extracted = out / "extract"
 
