@@ -13,7 +13,8 @@ class PretrainingCorpus:
     """Text files read as documents: one sentence (sequence) per line, a blank line between
     documents. With `next_sentence`, an example is a line and, at even odds, the next line of its
     document (label 0) or a random line of another document (label 1; also when the line is its
-    document's last). Every example depends only on (seed, stage, step, position in the batch)."""
+    document's last; with a single document, any line but the next). Every example depends only
+    on (seed, stage, step, position in the batch)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
         self.paths = [os.fspath(p) for p in paths]
@@ -65,6 +66,9 @@ class PretrainingCorpus:
                 continue
             if self.documents > 1:
                 while self.document[other] == self.document[i]:
+                    other = (other + 1) % n
+            elif n > 2:  # one document: any line but this one and the next
+                while other in (i, i + 1):
                     other = (other + 1) % n
             second.append(self.lines[other])
             labels.append(1)
