@@ -34,8 +34,9 @@ the rows and gradients are summed over processes, so N processes equal one.
 
 from .losses import TransferTerms, soft_mlm_loss, transfer_terms
 from .pairs import PAIRED_FIELDS, check_pair, ib_bert_config, mobilebert_config, student_from_teacher
-from .run import TransferConfig, TransferResult, progressive_transfer, transfer_from_files
+from .run import TransferResult, progressive_transfer, transfer_from_files
 from .schedule import layer_rate, make_optimizer, parameter_groups, phase_rate
+from .settings import TransferConfig
 
 __all__ = [
     "PAIRED_FIELDS", "TransferConfig", "TransferResult", "TransferTerms", "check_pair", "ib_bert_config",
