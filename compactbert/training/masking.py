@@ -138,12 +138,7 @@ def mlm_agreement(student: nn.Module, teacher: nn.Module, tokenizer: Any, texts:
 def mlm_accuracy(model: nn.Module, tokenizer: Any, texts: Sequence[str], seed: int = 0, probability: float = 0.15,
                  max_length: int = 128) -> float:
     """Share of masked tokens the model predicts exactly (seeded masks)."""
-    right = total = 0
-    for batch, labels in _seeded_masks(tokenizer, texts, seed, probability, max_length):
-        where = labels != -100
-        right += int((_masked_logits(model, batch, where).argmax(-1) == labels[where]).sum())
-        total += int(where.sum())
-    return right / max(1, total)
+    return mlm_scores(model, tokenizer, texts, seed, probability, max_length)[1]
 
 
 def mlm_scores(model: nn.Module, tokenizer: Any, texts: Sequence[str], seed: int = 0, probability: float = 0.15,

@@ -170,12 +170,11 @@ def keep_padding_row_zero(model: nn.Module) -> None:
     word-embedding row back to zero. A tied decoder's gradient moves it; compactbert never reads it,
     but transformers reads it as the 'next' neighbour of a padded sequence's last token, so a moved
     row makes the two disagree on padded batches. The Hub checkpoints have it at zero."""
-    config, encoder = getattr(model, "config", None), getattr(model, "encoder", None)
-    spec = config.encoder_spec() if config is not None and hasattr(config, "encoder_spec") else None
-    if spec is None or not spec.trigram_input or encoder is None or spec.pad_token_id is None:
+    spec = getattr(getattr(model, "encoder", None), "spec", None)  # the built encoder's own spec
+    if spec is None or not spec.trigram_input:
         return
     with torch.no_grad():
-        encoder.embeddings.word.weight[spec.pad_token_id].zero_()
+        model.encoder.embeddings.word.weight[spec.pad_token_id].zero_()
 
 
 def keeps_global_rng(function: Callable[..., Any]) -> Callable[..., Any]:
