@@ -70,13 +70,41 @@ class Peers:
         for name, why in (("transformers", "transformers and ONNX Runtime export"),
                           ("onnxruntime", "ONNX Runtime"), ("ctranslate2", "CTranslate2")):
             try:
-                setattr(found, name, __import__(name))
+                setattr(found, name, import_ctranslate2() if name == "ctranslate2" else __import__(name))
             except ImportError:
                 found.skipped.append(f"{name} is not installed: no {why} columns (pip install 'compactbert[peers]')")
         quiet_loading()
         if found.onnxruntime is not None and found.transformers is None:
             found.onnxruntime = None  # the ONNX graphs are exported from the transformers model
         return found
+
+
+def import_ctranslate2() -> Any:
+    """Import CTranslate2 bound to its own OpenMP runtime, not to torch's.
+
+    Its wheel ships a private libgomp, but its library binds symbols lazily, and by then torch has
+    put its own libgomp in the process's global scope: CTranslate2's OpenMP calls bind to torch's
+    runtime. After its first call, that runtime manages more threads than there are CPUs, so
+    libgomp throttles spinning for every team, torch's included, for the rest of the process.
+    Every small parallel region then sleeps and wakes through futexes: a parallel add of 200k
+    floats took 4x longer, compactbert int8 on one 16-token sentence 1.9x (docs/performance.md).
+    Loading the library first with RTLD_DEEPBIND binds it to the libgomp it was built with.
+    """
+    import ctypes
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("ctranslate2")
+    deepbind = getattr(os, "RTLD_DEEPBIND", None)  # glibc only
+    if spec is not None and spec.origin and deepbind is not None:
+        package = Path(spec.origin).parent
+        for library in sorted([*package.parent.glob("ctranslate2.libs/libctranslate2*.so*"),
+                               *package.glob("libctranslate2*.so*")]):
+            ctypes.CDLL(str(library), mode=deepbind | os.RTLD_NOW | os.RTLD_LOCAL)
+            break
+    import ctranslate2
+
+    return ctranslate2
 
 
 # ------------------------------------------------------------------------------------ engines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -35,6 +36,23 @@ def test_reactions_are_tokenized_as_smiles_and_every_fifth_token_masked(tmp_path
     unknown = tokenizer.backend.token_to_id("[UNK]")
     assert (ids[mask.bool() & ~chosen] != unknown).all()  # every SMILES token is one vocabulary entry
     assert chosen[:, 1::5].sum() == chosen.sum() and chosen.sum() > 200
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the dynamic linker's LD_DEBUG report is glibc's")
+def test_ctranslate2_keeps_its_own_openmp_runtime(tmp_path):
+    """CTranslate2's OpenMP calls must not bind to torch's libgomp: sharing it throttles torch's
+    thread teams for the rest of the process (see peers.import_ctranslate2)."""
+    pytest.importorskip("ctranslate2")
+    code = ("import torch, compactbert.peers as p; ct2 = p.import_ctranslate2(); "
+            "ct2.Encoder; torch.ones(200000).add(1)")
+    env = {**os.environ, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(tmp_path / "ld")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    bindings = [line for f in tmp_path.glob("ld*") for line in f.read_text(errors="replace").splitlines()
+                if "binding file" in line and "libctranslate2" in line.split(" to ")[0]]
+    openmp = [line for line in bindings if "GOMP_" in line or "`omp_" in line]
+    assert openmp, "no OpenMP binding of libctranslate2 was reported"
+    torch_runtime = [line for line in openmp if "torch" in line.split(" to ")[1]]
+    assert not torch_runtime, torch_runtime[:3]
 
 
 @pytest.mark.slow
