@@ -37,6 +37,39 @@ def int8_kernel(request, monkeypatch):
 
 
 @pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
+@pytest.mark.parametrize("smoothed", [True, False])
+@pytest.mark.parametrize("fused", [None, "gelu", "relu", "residual"])
+def test_int8_product_leaves_its_inputs_alone(int8_kernel, smoothed, fused):
+    """The int8 product scales, divides and activates in place, but only tensors it made itself."""
+    from compactbert.nn import kernels
+
+    torch.manual_seed(0)
+    linear = kernels.Linear(48, 40).eval()
+    kernels.quantize_int8(linear, {linear: {"weight": torch.rand(48) + 0.5}} if smoothed else {})
+    x, residual = torch.randn(2, 5, 48), torch.randn(2, 5, 40)
+    x_copy, residual_copy = x.clone(), residual.clone()
+    activation = fused if fused in ("gelu", "relu") else None
+    with torch.inference_mode():
+        out = linear.packed(x, activation=activation, residual=residual if fused == "residual" else None)
+        expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+    expected = expected + residual if fused == "residual" else expected
+    expected = cb.nn.activations.get_activation(activation)(expected) if activation else expected
+    assert torch.equal(x, x_copy) and torch.equal(residual, residual_copy)
+    assert (out - expected).abs().max() <= 2e-2 * expected.abs().max()
+
+
+def test_in_place_activations_equal_the_plain_ones():
+    from compactbert.nn.activations import ACTIVATIONS, IN_PLACE, get_activation
+
+    assert set(IN_PLACE) == set(ACTIVATIONS)
+    x = torch.randn(300) * 4
+    for name in ACTIVATIONS:
+        y = x.clone()
+        out = get_activation(name, in_place=True)(y)
+        assert torch.equal(out, ACTIVATIONS[name](x)) and torch.equal(y, out), name
+
+
+@pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task", list(HEAD_CLASSES))
 def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, family, task):

@@ -302,21 +302,26 @@ def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | N
         entry = cache[name] = _Packed(key, packed, bias, scale, inv_smooth)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
-    if entry.inv_smooth is not None:
+    # Every step after the first writes into a tensor made here (the caller's x stays untouched):
+    # at large batches, fresh outputs cost as much as the arithmetic (their pages are new).
+    owned = entry.inv_smooth is not None
+    if owned:
         x2 = x2 * entry.inv_smooth
     step = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (M, 1): each token's largest |value|
     if _X86_ENGINE:
-        product = torch.ops.quantized.linear_dynamic(x2 / step, entry.weight, _REDUCE_RANGE)
-        out = torch.addcmul(entry.bias, product, step)
+        unit = x2.div_(step) if owned else x2 / step
+        product = torch.ops.quantized.linear_dynamic(unit, entry.weight, _REDUCE_RANGE)
+        out = torch.addcmul(entry.bias, product, step, out=product)
     else:
         step = step.div_(127.0)
-        q = torch.round(x2 / step).to(torch.int8)
-        out = torch.addcmul(entry.bias, torch._int_mm(q, entry.weight), step * entry.scale)  # (M, out)
+        q = torch.round(x2.div_(step) if owned else x2 / step).to(torch.int8)
+        product = torch._int_mm(q, entry.weight).float()
+        out = torch.addcmul(entry.bias, product, step * entry.scale, out=product)  # (M, out)
     out = out.view(*shape[:-1], -1)
     if residual is not None:
         return out.add_(residual)
     if activation is not None:
-        return get_activation(activation)(out)
+        return get_activation(activation, in_place=True)(out)
     return out
 
 
