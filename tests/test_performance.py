@@ -11,7 +11,8 @@ import torch
 
 import compactbert as cb
 from compactbert.synthetic import bench_models
-from compactbert.nn.kernels import cached_products, packed_dtypes
+from compactbert.nn.heads import MaskedLMHead
+from compactbert.nn.kernels import _CACHES, cached_products, packed_dtypes
 from conftest import (
     FAMILIES, HEAD_CLASSES, has_head, max_rel_err, minilm_folder, padded_batch, tokenized_checkpoint,
 )
@@ -86,6 +87,8 @@ def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, 
         a, b = fp32(ids, mask), int8(ids, mask)
     layers = len(int8.encoder.layers)
     assert _int8_products(int8) >= 6 * layers  # q, k, v, out, fc_in, fc_out of every layer at least
+    for head in (m for m in int8.modules() if isinstance(m, MaskedLMHead)):
+        assert _CACHES[head]["vocabulary"].scale is not None  # the vocabulary projection runs in int8 too
     keep = mask if task != "multiple_choice" else None
     for name, value in vars(a).items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():

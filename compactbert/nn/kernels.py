@@ -228,8 +228,10 @@ _REDUCE_RANGE = not ({"avx512_vnni", "avx_vnni"} & _cpu_flags())
 SMOOTHING_ALPHA = 0.5
 
 
-def quantize_int8(module: nn.Module, estimates: dict[nn.Module, dict[str, torch.Tensor]]) -> None:
-    """Make every product under `module` run in int8 at inference (see above).
+def quantize_int8(module: nn.Module, estimates: dict[nn.Module, dict[str, torch.Tensor]],
+                  recurse: bool = True) -> None:
+    """Make every product under `module` (only its own, without `recurse`) run in int8 at
+    inference (see above).
 
     estimates[owner][name] is the activation estimate of one product's input; products without an
     estimate are quantized without smoothing. The float weights stay the model's parameters: the
@@ -237,7 +239,7 @@ def quantize_int8(module: nn.Module, estimates: dict[nn.Module, dict[str, torch.
     `dequantize_int8` are exact.
     """
     release_caches(module)
-    for sub in module.modules():
+    for sub in module.modules() if recurse else [module]:
         sub.__dict__["_int8"] = dict(estimates.get(sub, {}))
 
 
