@@ -97,11 +97,11 @@ def import_ctranslate2() -> Any:
     spec = importlib.util.find_spec("ctranslate2")
     deepbind = getattr(os, "RTLD_DEEPBIND", None)  # glibc only
     if spec is not None and spec.origin and deepbind is not None:
-        package = Path(spec.origin).parent
-        for library in sorted([*package.parent.glob("ctranslate2.libs/libctranslate2*.so*"),
-                               *package.glob("libctranslate2*.so*")]):
-            ctypes.CDLL(str(library), mode=deepbind | os.RTLD_NOW | os.RTLD_LOCAL)
-            break
+        package = Path(spec.origin).parent  # auditwheel puts the library beside the package
+        libraries = sorted([*package.parent.glob("ctranslate2.libs/libctranslate2*.so*"),
+                            *package.glob("libctranslate2*.so*")])
+        if libraries:
+            ctypes.CDLL(str(libraries[0]), mode=deepbind | os.RTLD_NOW | os.RTLD_LOCAL)
     import ctranslate2
 
     return ctranslate2
