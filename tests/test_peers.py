@@ -44,7 +44,7 @@ def test_ctranslate2_keeps_its_own_openmp_runtime(tmp_path):
     thread teams for the rest of the process (see peers.import_ctranslate2)."""
     pytest.importorskip("ctranslate2")
     code = ("import torch, compactbert.peers as p; ct2 = p.import_ctranslate2(); "
-            "ct2.Encoder; torch.ones(200000).add(1)")
+            "torch.ones(200000).add(1)")
     env = {**os.environ, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(tmp_path / "ld")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
     bindings = [line for f in tmp_path.glob("ld*") for line in f.read_text(errors="replace").splitlines()
