@@ -40,23 +40,40 @@ def int8_kernel(request, monkeypatch):
 @pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
 @pytest.mark.parametrize("smoothed", [True, False])
 @pytest.mark.parametrize("fused", [None, "gelu", "relu", "residual"])
-def test_int8_product_leaves_its_inputs_alone(int8_kernel, smoothed, fused):
-    """The int8 product scales, divides and activates in place, but only tensors it made itself."""
+@pytest.mark.parametrize("rows", [5, 1400])  # 1400: past the row-maximum's large-input form
+def test_int8_product_leaves_its_inputs_alone(int8_kernel, smoothed, fused, rows):
+    """The int8 product scales, divides and activates in place, but only tensors it made itself,
+    unless the caller hands its input over as scratch: then the result is the same."""
     from compactbert.nn import kernels
 
     torch.manual_seed(0)
     linear = kernels.Linear(48, 40).eval()
     kernels.quantize_int8(linear, {linear: {"weight": torch.rand(48) + 0.5}} if smoothed else {})
-    x, residual = torch.randn(2, 5, 48), torch.randn(2, 5, 40)
+    x, residual = torch.randn(2, rows, 48), torch.randn(2, rows, 40)
     x_copy, residual_copy = x.clone(), residual.clone()
     activation = fused if fused in ("gelu", "relu") else None
     with torch.inference_mode():
         out = linear.packed(x, activation=activation, residual=residual if fused == "residual" else None)
         expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+        assert torch.equal(x, x_copy) and torch.equal(residual, residual_copy)
+        scratch = linear.packed(x.clone(), activation=activation, residual=residual if fused == "residual" else None,
+                                scratch=True)
     expected = expected + residual if fused == "residual" else expected
     expected = cb.nn.activations.get_activation(activation)(expected) if activation else expected
-    assert torch.equal(x, x_copy) and torch.equal(residual, residual_copy)
     assert (out - expected).abs().max() <= 2e-2 * expected.abs().max()
+    assert torch.equal(scratch, out)
+
+
+def test_row_absmax_both_forms():
+    """Each row's largest |value|, whether written with abs() (small inputs) or from amax/amin."""
+    from compactbert.nn.kernels import _ABSMAX_SPLIT, _row_absmax
+
+    torch.manual_seed(0)
+    for rows in (3, _ABSMAX_SPLIT // 64 + 1):
+        x = torch.randn(rows, 64)
+        x[0] = -x[0].abs()  # a row whose largest |value| is negative
+        x[1] = x[1].abs()
+        assert torch.equal(_row_absmax(x), x.abs().amax(1, keepdim=True)), rows
 
 
 def test_in_place_activations_equal_the_plain_ones():

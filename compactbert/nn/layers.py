@@ -245,7 +245,7 @@ class SelfAttention(Products):
         else:
             ctx = layout.pack(ctx)
         if residual is not None:
-            return self.out.packed(ctx, residual=residual)
+            return self.out.packed(ctx, residual=residual, scratch=True)  # ctx is ours alone
         return self.out(ctx)
 
 
@@ -262,9 +262,10 @@ class Projection(Products):
         y = self.dropout(self.dense(x))
         return self.norm(y if residual is None else y + residual)
 
-    def fast_forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Inference: the residual add runs inside the packed product."""
-        return self.norm(self.dense.packed(x, residual=residual))
+    def fast_forward(self, x: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """Inference: the residual add runs inside the packed product (`scratch`: x may be
+        overwritten, see kernels.packed_linear)."""
+        return self.norm(self.dense.packed(x, residual=residual, scratch=scratch))
 
 
 class FeedForward(Products):
@@ -288,7 +289,7 @@ class FeedForward(Products):
             h = self.fc_in.packed(x, activation=self.activation)
         else:
             h = self.act(self.fc_in(x))
-        return self.norm(self.fc_out.packed(h, residual=x))
+        return self.norm(self.fc_out.packed(h, residual=x, scratch=True))
 
 
 class EncoderLayer(nn.Module):
@@ -376,5 +377,5 @@ class EncoderLayer(nn.Module):
             a = ffn.fast_forward(a)
         a = self.ffn.fast_forward(a)
         if self.bottleneck_out is not None:
-            a = self.bottleneck_out.fast_forward(a, pick(x))
+            a = self.bottleneck_out.fast_forward(a, pick(x), scratch=True)  # a is read by nothing else
         return a
