@@ -27,6 +27,14 @@ class NoNorm(nn.Module):
         return torch.addcmul(self.bias, x, self.weight)
 
 
+def norm_temporary(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """norm(x) for an x that nothing else reads (a product's fresh output, at inference): NoNorm
+    then writes into x instead of a new tensor."""
+    if isinstance(norm, NoNorm):
+        return torch.addcmul(norm.bias, x, norm.weight, out=x)
+    return norm(x)
+
+
 def make_norm(kind: str, size: int, eps: float) -> nn.Module:
     """LayerNorm or NoNorm, by the name used in MobileBERT's `normalization_type`."""
     if kind == "layer_norm":
@@ -265,7 +273,7 @@ class Projection(Products):
     def fast_forward(self, x: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """Inference: the residual add runs inside the packed product (`scratch`: x may be
         overwritten, see kernels.packed_linear)."""
-        return self.norm(self.dense.packed(x, residual=residual, scratch=scratch))
+        return norm_temporary(self.norm, self.dense.packed(x, residual=residual, scratch=scratch))
 
 
 class FeedForward(Products):
@@ -289,7 +297,7 @@ class FeedForward(Products):
             h = self.fc_in.packed(x, activation=self.activation)
         else:
             h = self.act(self.fc_in(x))
-        return self.norm(self.fc_out.packed(h, residual=x, scratch=True))
+        return norm_temporary(self.norm, self.fc_out.packed(h, residual=x, scratch=True))
 
 
 class EncoderLayer(nn.Module):
@@ -372,7 +380,7 @@ class EncoderLayer(nn.Module):
             kv_in = self.bottleneck_in(x) if self.bottleneck_in is not None else x
             residual = pick(kv_in)
             q, k, v = attention.project(pick(kv_in) if queries_only else kv_in, kv_in, kv_in)
-        a = self.attention_norm(attention.attend(q, k, v, layout, queries_only, residual=residual))
+        a = norm_temporary(self.attention_norm, attention.attend(q, k, v, layout, queries_only, residual=residual))
         for ffn in self.stacked_ffns:
             a = ffn.fast_forward(a)
         a = self.ffn.fast_forward(a)
