@@ -94,8 +94,8 @@ class _Packed:
         self.key, self.weight, self.bias, self.scale, self.inv_smooth = key, weight, bias, scale, inv_smooth
 
 
-def _key(tensors: Sequence[torch.Tensor | None]) -> tuple:
-    return tuple((t.data_ptr(), t._version, t.dtype) if t is not None else None for t in tensors)
+def _key(tensors: Sequence[torch.Tensor | None]) -> list:
+    return [None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors]
 
 
 # Caches live beside the modules, not in them: deepcopy, pickling and torch.save see no opaque
@@ -286,7 +286,7 @@ def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | N
                  build: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor,
                  estimate: torch.Tensor | None, activation: str | None,
                  residual: torch.Tensor | None, scratch: bool = False) -> torch.Tensor:
-    key = _key(sources) + (None if estimate is None else estimate.data_ptr(),)
+    key = _key(sources) + [None if estimate is None else estimate.data_ptr()]
     cache = _cache(owner)
     entry = cache.get(name)
     if entry is None or entry.key != key:
@@ -361,10 +361,10 @@ def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | Non
     """
     affine = list(affine) if affine is not None else [None] * len(parts)
     sources: list[torch.Tensor | None] = []
-    for part, extra in zip(parts, affine):
-        sources += [part.weight, part.bias]
+    for part, extra in zip(parts, affine):  # _parameters: see Linear.packed
+        sources += [part._parameters["weight"], part._parameters["bias"]]
         if extra is not None:
-            sources += [extra.weight, extra.bias]
+            sources += [extra._parameters["weight"], extra._parameters["bias"]]
 
     def build() -> tuple[torch.Tensor, torch.Tensor]:
         weights, biases = [], []
@@ -394,8 +394,9 @@ class Linear(nn.Linear):
                residual: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
         """This layer on its packed weight, optionally with a fused activation or residual add
         (inference only: call when `use_packed` holds; `scratch`: see packed_linear)."""
-        return packed_linear(self, "weight", (self.weight, self.bias), self._own_weight, x, activation, residual,
-                             scratch)
+        params = self._parameters  # not self.weight: nn.Module.__getattr__ costs 0.6 µs a lookup, this 0.07
+        return packed_linear(self, "weight", (params["weight"], params["bias"]), self._own_weight, x, activation,
+                             residual, scratch)
 
     def _own_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.weight, self.bias
