@@ -44,8 +44,15 @@ def _kernels_ran(model) -> bool:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.model_type}")
-def test_fast_path_equals_plain_path(tmp_path, config):
-    """Padded batch, unpadded batch and fill-mask positions: inference kernels = plain path at 1e-5."""
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_fast_path_equals_plain_path(tmp_path, config, chunk, monkeypatch):
+    """Padded batch, unpadded batch and fill-mask positions: inference kernels = plain path at 1e-5;
+    also with the feed-forward networks run `chunk` rows at a time (as for many tokens)."""
+    if chunk is not None:
+        from compactbert.nn import layers
+
+        monkeypatch.setattr(layers, "FFN_CHUNK_ELEMENTS", chunk * config.intermediate_size if hasattr(
+            config, "intermediate_size") else chunk * config.hidden_dim)
     model = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle_model(config), tmp_path / "m"))
     ids, mask = padded_batch(config.vocab_size, [13, 9, 4, 1], config.pad_token_id)
     positions = torch.zeros_like(mask, dtype=torch.bool)

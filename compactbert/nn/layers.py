@@ -277,6 +277,13 @@ class Projection(Products):
         return norm_temporary(self.norm, self.dense.packed(x, residual=residual, scratch=scratch))
 
 
+# Inner FFN activations larger than this many floats are made a chunk of rows at a time. A larger
+# tensor (e.g. 4,800 tokens x 3,072) is past glibc's 32 MB limit for reusing freed heap memory, so
+# each one is fresh pages from the kernel: a float32 division into a new 59 MB tensor takes 19.5 ms,
+# in place 1.8 ms. Chunks of at most 16 MB are reused from the heap.
+FFN_CHUNK_ELEMENTS = 1 << 22
+
+
 class FeedForward(Products):
     """norm(fc_out(act(fc_in(x))) + x), post-LN as in every family here."""
 
@@ -293,7 +300,15 @@ class FeedForward(Products):
         return self.norm(self.dropout(self.fc_out(self.act(self.fc_in(x)))) + x)
 
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference: the activation and the residual add run inside the packed products."""
+        """Inference: the activation and the residual add run inside the packed products. Many
+        tokens at once run in row chunks (see FFN_CHUNK_ELEMENTS)."""
+        rows = x.shape[0] if x.dim() == 2 else 0
+        if rows * self.fc_in.out_features > FFN_CHUNK_ELEMENTS:
+            step = max(1, FFN_CHUNK_ELEMENTS // self.fc_in.out_features)
+            return torch.cat([self._fast_rows(x[i:i + step]) for i in range(0, rows, step)])
+        return self._fast_rows(x)
+
+    def _fast_rows(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation in FUSED_ACTIVATIONS:
             h = self.fc_in.packed(x, activation=self.activation)
         else:
