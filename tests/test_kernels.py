@@ -137,3 +137,27 @@ def test_models_with_packed_weights_copy_and_pickle(tmp_path):
     torch.save(model, io.BytesIO())  # whole-module pickling works too
     with torch.no_grad():
         assert torch.equal(twin(ids, mask).logits, before)
+
+
+@pytest.mark.parametrize("fused", [None, "gelu", "residual"])
+def test_packed_row_counts_stay_in_the_bucket_set(monkeypatch, fused):
+    """Every oneDNN product runs on a bucket row count (oneDNN keeps memory per shape), whether the
+    rows are padded or split into a bucket and a padded rest, and the result is F.linear's."""
+    from compactbert.nn import kernels
+
+    seen = []
+    run = kernels._run_packed
+    monkeypatch.setattr(kernels, "_run_packed", lambda entry, x, *a: seen.append(x.shape[0]) or run(entry, x, *a))
+    torch.manual_seed(0)
+    linear = kernels.Linear(24, 40).eval()
+    for rows in (5, 64, 65, 70, 100, 127, 1000, 2050, 2300):
+        x, residual = torch.randn(rows, 24), torch.randn(rows, 40)
+        with torch.inference_mode():
+            out = linear.packed(x, activation="gelu" if fused == "gelu" else None,
+                                residual=residual if fused == "residual" else None)
+        expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+        expected = torch.nn.functional.gelu(expected) if fused == "gelu" else expected
+        expected = expected + residual if fused == "residual" else expected
+        assert out.shape == (rows, 40) and max_rel_err(expected, out) <= TOL, rows
+    assert all(kernels.bucket_rows(n) == n for n in seen), seen
+    assert 2048 in seen  # 2,050 rows: the 2,048 bucket, then 2 rows padded to 8
