@@ -302,10 +302,11 @@ class FeedForward(Products):
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Inference: the activation and the residual add run inside the packed products. Many
         tokens at once run in row chunks (see FFN_CHUNK_ELEMENTS)."""
-        rows = x.shape[0] if x.dim() == 2 else 0
+        flat = x.reshape(-1, x.shape[-1])  # (N, D), packed or padded
+        rows = flat.shape[0]
         if rows * self.fc_in.out_features > FFN_CHUNK_ELEMENTS:
             step = max(1, FFN_CHUNK_ELEMENTS // self.fc_in.out_features)
-            return torch.cat([self._fast_rows(x[i:i + step]) for i in range(0, rows, step)])
+            return torch.cat([self._fast_rows(flat[i:i + step]) for i in range(0, rows, step)]).view(x.shape)
         return self._fast_rows(x)
 
     def _fast_rows(self, x: torch.Tensor) -> torch.Tensor:
