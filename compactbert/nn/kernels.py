@@ -190,11 +190,11 @@ def _run_bucketed(entry: "_Packed", x: torch.Tensor, activation: str | None, res
     bucket = bucket_rows(rows)
     if bucket == rows:
         return _run_packed(entry, x, activation, residual)
-    head = rows - rows % _bucket_step(rows)
     if rows > 64 and (bucket - rows) * 32 > rows:
-        rest = None if residual is None else residual[head:]
-        return torch.cat([_run_packed(entry, x[:head], activation, None if residual is None else residual[:head]),
-                          _run_bucketed(entry, x[head:], activation, rest)])
+        head = rows - rows % _bucket_step(rows)  # the largest bucket <= rows
+        first = _run_packed(entry, x[:head], activation, None if residual is None else residual[:head])
+        rest = _run_bucketed(entry, x[head:], activation, None if residual is None else residual[head:])
+        return torch.cat([first, rest])
     x = F.pad(x, (0, 0, 0, bucket - rows))
     residual = None if residual is None else F.pad(residual, (0, 0, 0, bucket - rows))
     return _run_packed(entry, x, activation, residual)[:rows]

@@ -302,10 +302,9 @@ class FeedForward(Products):
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Inference: the activation and the residual add run inside the packed products. Many
         tokens at once run in row chunks (see FFN_CHUNK_ELEMENTS)."""
-        flat = x.reshape(-1, x.shape[-1])  # (N, D), packed or padded
-        rows = flat.shape[0]
+        rows = x.numel() // x.shape[-1]  # packed (N, D) or padded (B, T, D)
         if rows * self.fc_in.out_features > FFN_CHUNK_ELEMENTS:
-            step = max(1, FFN_CHUNK_ELEMENTS // self.fc_in.out_features)
+            flat, step = x.reshape(rows, -1), max(1, FFN_CHUNK_ELEMENTS // self.fc_in.out_features)
             return torch.cat([self._fast_rows(flat[i:i + step]) for i in range(0, rows, step)]).view(x.shape)
         return self._fast_rows(x)
 
