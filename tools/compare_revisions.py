@@ -4,7 +4,7 @@
 
 OLD_REV's `compactbert` package is taken from git (`git archive`) and imported under another name
 beside the working tree's, so both run on the same machine state, the same weights and the same
-inputs, each call alternating with the other's. Printed per family and workload: old time / new
+inputs, each call alternating with the other's. Printed per family and workload: old median time / new median
 time (above 1: the working tree is faster). Workloads, as `compactbert bench` runs them:
 
 * fill-mask: 128 generated sentences (64-265 tokens), one mask each, top 5, batches of 32, in
@@ -22,11 +22,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from compactbert.bench import _alternate as alternate  # median per call, one warm-up each
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,18 +45,6 @@ def import_revision(rev: str, into: Path) -> Any:
     (into / "compactbert").rename(into / name)
     sys.path.insert(0, str(into))
     return importlib.import_module(name)
-
-
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():  # warm-up: packed weights, oneDNN primitives
-        fn()
-    total = dict.fromkeys(fns, 0.0)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            total[name] += time.perf_counter() - start
-    return total
 
 
 def compare(family: str, packages: dict[str, Any], workdir: Path, repeats: int) -> dict[str, float]:
