@@ -103,7 +103,7 @@ def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, 
     with torch.no_grad():
         a, b = fp32(ids, mask), int8(ids, mask)
     layers = len(int8.encoder.layers)
-    assert _int8_products(int8) >= 6 * layers  # q, k, v, out, fc_in, fc_out of every layer at least
+    assert _int8_products(int8) >= 5 * layers  # q and k (one product), v, out, fc_in, fc_out of every layer
     for head in (m for m in int8.modules() if isinstance(m, MaskedLMHead)):
         assert _CACHES[head]["vocabulary"].scale is not None  # the vocabulary projection runs in int8 too
     keep = mask if task != "multiple_choice" else None
@@ -113,6 +113,23 @@ def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, 
             assert not torch.equal(value, other), name  # it really is another computation
             rows = keep if keep is not None and value.shape[:2] == keep.shape else None
             assert max_rel_err(value, other, rows) <= INT8_TOL, name
+
+
+def test_int8_query_and_key_share_one_smoothed_product(tiny_checkpoint):
+    """In int8, q and k run as one product smoothed by both weights' column ranges (meaning is
+    kept: real MiniLM's min cosine 0.99632, separately 0.99631); v stays on its own (with them:
+    0.9924)."""
+    model = cb.AutoModel.from_pretrained(tiny_checkpoint("bert", "base"), quantize="int8")
+    ids, mask = padded_batch(99, [12, 7], 0)
+    with torch.no_grad():
+        model(ids, mask)
+    for layer in model.encoder.layers:
+        attention = layer.attention
+        qk = _CACHES[attention]["qk"]
+        assert qk.scale is not None and qk.inv_smooth is not None
+        assert qk.scale.numel() == attention.q.out_features + attention.k.out_features
+        assert attention.q not in _CACHES and attention.k not in _CACHES
+        assert _CACHES[attention.v]["weight"].inv_smooth is not None
 
 
 def test_int8_save_reload_and_dequantize(tiny_checkpoint, tmp_path):

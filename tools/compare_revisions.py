@@ -9,7 +9,8 @@ time (above 1: the working tree is faster). Workloads, as `compactbert bench` ru
 
 * fill-mask: 128 generated sentences (64-265 tokens), one mask each, top 5, batches of 32, in
   float32 and with quantize="int8";
-* encoder: one padded batch of 32 sentences; latency: one 16-token sentence.
+* encoder: one padded batch of 32 sentences; latency: one 16-token sentence; both in float32
+  and with quantize="int8".
 
 This answers "is anything slower than before"; `compactbert bench` itself compares with transformers.
 """
@@ -64,11 +65,13 @@ def compare(family: str, packages: dict[str, Any], workdir: Path, repeats: int) 
     batch = tok(make_sentences(32, seed=5, mask=mask), padding=True, truncation=True, return_tensors="pt")
     single = {k: v[:1, :16] for k, v in tok(make_sentences(1, seed=6, min_words=30, mask=mask), truncation=True,
                                             return_tensors="pt").items()}
-    models = {k: p.AutoModel.from_pretrained(folder).eval() for k, p in packages.items()}
-    with torch.inference_mode():
-        for workload, inputs, count in (("encoder 32", batch, repeats), ("latency 1x16", single, repeats * 30)):
-            t = alternate({k: (lambda m=m: m(**inputs)) for k, m in models.items()}, count)
-            ratios[workload] = t["old"] / t["new"]
+    for quantize in (None, "int8"):
+        models = {k: p.AutoModel.from_pretrained(folder, quantize=quantize).eval() for k, p in packages.items()}
+        suffix = " int8" if quantize else ""
+        with torch.inference_mode():
+            for workload, inputs, count in (("encoder 32", batch, repeats), ("latency 1x16", single, repeats * 30)):
+                t = alternate({k: (lambda m=m: m(**inputs)) for k, m in models.items()}, count)
+                ratios[workload + suffix] = t["old"] / t["new"]
     return ratios
 
 

@@ -154,6 +154,7 @@ class Encoder(nn.Module):
         for layer in self.layers:
             attention = layer.attention
             if layer.bottleneck_in is None:
+                note(attention, ("qk",), feeding)  # q and k as one product (SelfAttention.project)
                 for linear in (attention.q, attention.k, attention.v):
                     note(linear, ("weight",), feeding)
             else:
