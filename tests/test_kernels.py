@@ -99,6 +99,23 @@ def test_packed_weights_follow_in_place_updates_and_dtype_changes(tmp_path):
     assert max_rel_err(after, again, mask) <= TOL
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_model_loaded_under_inference_mode_runs(tiny_checkpoint, family, quantize):
+    """Parameters made under torch.inference_mode() are inference tensors, which keep no version
+    counter: the packed copies are keyed without it (this used to raise a RuntimeError)."""
+    folder = tiny_checkpoint(family, "masked_lm")
+    ids, mask = padded_batch(99, [9, 5], 0)
+    with torch.no_grad():
+        expected = cb.AutoModelForMaskedLM.from_pretrained(folder, quantize=quantize)(ids, mask).logits
+    with torch.inference_mode():
+        model = cb.AutoModelForMaskedLM.from_pretrained(folder, quantize=quantize)
+        assert model.encoder.layers[0].attention.q.weight.is_inference()
+        assert torch.equal(model(ids, mask).logits, expected)
+        assert torch.equal(model(ids, mask).logits, expected)  # the cached copies, reused
+    assert _kernels_ran(model)
+
+
 def test_training_never_sees_packed_weights(tmp_path):
     config = TINY["distilbert"]()
     model = cb.AutoModelForSequenceClassification.from_pretrained(

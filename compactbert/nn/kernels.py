@@ -10,8 +10,9 @@ The packed copy is a cache derived from the parameters, never a parameter: it is
 gradient-free call, rebuilt whenever a source tensor changes (in-place updates bump its version,
 `.to()` gives it new storage), skipped whenever autograd needs the weights, and dropped by
 `release_caches` (which `model.train()` calls). state_dict, saving and training never see it.
-In-place edits through `.data` do not bump a tensor's version: code that edits weights that way
-calls `release_caches(model)` afterwards (peft's wrapping and merging are handled: `Products`).
+In-place edits through `.data` do not bump a tensor's version, and inference tensors (parameters
+of a model loaded under `torch.inference_mode()`) keep none: code that edits weights that way calls
+`release_caches(model)` afterwards (peft's wrapping and merging are handled: `Products`).
 
 `stacked` builds one product from several linear layers that read the same input (Q/K/V;
 MobileBERT's two input bottlenecks and its value), optionally with an affine map folded into each
@@ -95,7 +96,11 @@ class _Packed:
 
 
 def _key(tensors: Sequence[torch.Tensor | None]) -> list:
-    return [None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors]
+    try:
+        return [None if t is None else (t.data_ptr(), t._version, t.dtype) for t in tensors]
+    except RuntimeError:  # inference tensors (a model loaded under torch.inference_mode) keep no version
+        return [None if t is None else (t.data_ptr(), None if t.is_inference() else t._version, t.dtype)
+                for t in tensors]
 
 
 # Caches live beside the modules, not in them: deepcopy, pickling and torch.save see no opaque
