@@ -12,7 +12,7 @@ gradient-free call, rebuilt whenever a source tensor changes (in-place updates b
 `release_caches` (which `model.train()` calls). state_dict, saving and training never see it.
 In-place edits through `.data` do not bump a tensor's version, and inference tensors (parameters
 of a model loaded under `torch.inference_mode()`) keep none: code that edits weights that way calls
-`release_caches(model)` afterwards (peft's wrapping and merging are handled: `Products`).
+`release_caches(model)` (or `model.train()`) afterwards (peft's wrapping and merging are handled: `Products`).
 
 `stacked` builds one product from several linear layers that read the same input (Q/K/V;
 MobileBERT's two input bottlenecks and its value), optionally with an affine map folded into each
