@@ -60,13 +60,15 @@ def describe() -> dict[str, str]:
 
 
 def tracing() -> bool:
-    """True while a graph is being traced for export (torch.onnx.export, torch.export, torch.jit.trace): the model
-    then runs its plain products and the padded attention path, so that the graph holds neither
-    packed weights nor values taken from the example input (its batch, length or padding)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _is_exporting()
+    """True while a graph is being traced (torch.onnx.export, torch.export, torch.jit.trace,
+    torch.compile): the model then runs its plain products and the padded attention path, so that
+    the graph holds neither packed weights (opaque to the compilers: inductor failed to lower them)
+    nor values taken from the example input (its batch, length or padding)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _is_exporting() or _is_compiling()
 
 
 _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.3
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
 
 def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
