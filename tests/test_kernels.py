@@ -113,7 +113,15 @@ def test_model_loaded_under_inference_mode_runs(tiny_checkpoint, family, quantiz
         assert model.encoder.layers[0].attention.q.weight.is_inference()
         assert torch.equal(model(ids, mask).logits, expected)
         assert torch.equal(model(ids, mask).logits, expected)  # the cached copies, reused
-    assert _kernels_ran(model)
+        assert _kernels_ran(model)
+        # Copying weights into inference tensors bumps no version: load_state_dict drops the copies.
+        other = {k: v * 1.5 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        model.load_state_dict(other)
+        changed = model(ids, mask).logits
+    with torch.no_grad():
+        fresh = cb.AutoModelForMaskedLM.from_pretrained(folder, quantize=quantize)
+        fresh.load_state_dict(other)
+        assert torch.equal(changed, fresh(ids, mask).logits)
 
 
 @pytest.mark.parametrize("family", ["distilbert", "mobilebert"])

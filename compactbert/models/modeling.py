@@ -286,6 +286,13 @@ class PreTrainedModel(PushToHubMixin, Products):
             release_caches(self)
         return super().train(mode)
 
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """nn.Module.load_state_dict, then the packed inference weights are dropped: the copy into
+        inference tensors (a model loaded under torch.inference_mode) bumps no version counter."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        release_caches(self)
+        return result
+
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 token_type_ids: torch.Tensor | None, output_hidden_states: bool | None = None,
                 output_attentions: bool | None = None, select: torch.Tensor | None = None,
