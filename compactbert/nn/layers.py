@@ -201,14 +201,12 @@ class SelfAttention(Products):
         """q, k, v projections; products that read the same tensor run as one GEMM at inference."""
         if not self.fast(k_in):
             return self.q(q_in), self.k(k_in), self.v(v_in)
-        if is_int8(self):
-            # int8 smooths a product's input by its weights' column ranges. Q and K smoothed together
-            # keep meaning (min cosine on real MiniLM 0.99632, separately 0.99631); V with them
-            # does not (0.9924), so V stays a product of its own.
-            return (*self.project_qk(q_in, k_in), self.v(v_in))
-        if q_in is k_in and k_in is v_in:
-            return packed_linear(self, "qkv", *stacked((self.q, self.k, self.v)), q_in).split(self.q.out_features, -1)
-        if k_in is v_in:
+        # int8 smooths a product's input by its weights' column ranges. Q and K smoothed together
+        # keep meaning (min cosine on real MiniLM 0.99632, separately 0.99631); V with them does
+        # not (0.9924), so in int8 V stays a product of its own.
+        if k_in is v_in and not is_int8(self):
+            if q_in is k_in:
+                return packed_linear(self, "qkv", *stacked((self.q, self.k, self.v)), q_in).split(self.q.out_features, -1)
             k, v = packed_linear(self, "kv", *stacked((self.k, self.v)), k_in).split(self.k.out_features, -1)
             return self.q(q_in), k, v
         return (*self.project_qk(q_in, k_in), self.v(v_in))
