@@ -4,6 +4,7 @@ MobileBERT's large activations finite, the packed bf16 kernels against the plain
 from __future__ import annotations
 
 import copy
+import platform
 
 import pytest
 import torch
@@ -54,7 +55,7 @@ def test_bf16_every_family_and_head_close_to_fp32(tiny_checkpoint, family, task)
         assert max_rel_err(value, other.float(), rows) <= TOL, name
 
 
-@pytest.mark.skipif(torch.bfloat16 not in packed_dtypes(), reason="this CPU has no native bf16 kernels")
+@pytest.mark.skipif(torch.bfloat16 not in packed_dtypes(), reason="no oneDNN bf16 kernels on this CPU")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bf16_packed_kernels_match_plain_bf16(tiny_checkpoint, family):
     model = cb.AutoModelForMaskedLM.from_pretrained(tiny_checkpoint(family), dtype=torch.bfloat16)
@@ -65,6 +66,22 @@ def test_bf16_packed_kernels_match_plain_bf16(tiny_checkpoint, family):
     with torch.enable_grad():
         plain = model(ids, mask).logits.detach().float()
     assert max_rel_err(plain, fast, mask) <= TOL
+
+
+def test_bf16_is_called_native_only_with_the_instructions():
+    """oneDNN accepts bf16 on any AVX-512 x86 CPU and emulates it there (slower than float32):
+    `compactbert env` and the benchmark call it native only with AVX512-BF16 or AMX."""
+    from compactbert.nn.kernels import _cpu_flags, bf16_is_native, describe
+
+    avx512 = {"avx512f", "avx512bw", "avx512_vnni"}
+    assert not bf16_is_native(True, "x86_64", avx512)  # an Intel Xeon with AVX-512 and VNNI only
+    assert bf16_is_native(True, "x86_64", avx512 | {"avx512_bf16"})
+    assert bf16_is_native(True, "AMD64", {"amx_bf16", "amx_tile"})
+    assert not bf16_is_native(False, "x86_64", avx512 | {"avx512_bf16"})
+    assert bf16_is_native(True, "aarch64", set())  # oneDNN's own check stands off x86
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        native = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+        assert describe()["bfloat16"].startswith("native") == (native and torch.bfloat16 in packed_dtypes())
 
 
 def test_mobilebert_bf16_stays_finite_where_float16_overflows(tiny_checkpoint):

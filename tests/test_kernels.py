@@ -43,9 +43,19 @@ def _kernels_ran(model) -> bool:
     return bool(cached_products(model))
 
 
+@pytest.fixture(params=["onednn", "mkl"])
+def kernel(request, monkeypatch):
+    """Every product on one float32 kernel: oneDNN's packed weights, or MKL's addmm (which tiny
+    models' small weights get by default)."""
+    from compactbert.nn import kernels
+
+    monkeypatch.setattr(kernels, "SMALL_WEIGHT", 0 if request.param == "onednn" else 1 << 62)
+    return request.param
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.model_type}")
 @pytest.mark.parametrize("chunk", [None, 3])
-def test_fast_path_equals_plain_path(tmp_path, config, chunk, monkeypatch):
+def test_fast_path_equals_plain_path(tmp_path, config, chunk, monkeypatch, kernel):
     """Padded batch, unpadded batch and fill-mask positions: inference kernels = plain path at 1e-5;
     also with the feed-forward networks run `chunk` rows at a time (as for many tokens)."""
     if chunk is not None:
@@ -62,12 +72,13 @@ def test_fast_path_equals_plain_path(tmp_path, config, chunk, monkeypatch):
         with torch.inference_mode():
             fast = _outputs(model(ids, **kwargs))
         assert _kernels_ran(model)
+        assert {e.mkl for e in cached_products(model)} == {kernel == "mkl"}
         _assert_close(fast, _outputs(_plain(model, ids, **kwargs)), mask)
 
 
 @pytest.mark.parametrize("family,config", [(f, TINY[f]()) for f in FAMILIES])
 @pytest.mark.parametrize("task", TASKS)
-def test_every_head_equals_plain_path(tmp_path, family, config, task):
+def test_every_head_equals_plain_path(tmp_path, family, config, task, kernel):
     if not has_head(family, task):
         pytest.skip("DistilBERT has no such head")
     folder = save_oracle(oracle_model(config, task), tmp_path / "m")
@@ -180,10 +191,30 @@ def test_models_with_packed_weights_copy_and_pickle(tmp_path):
         assert torch.equal(twin(ids, mask).logits, before)
 
 
+def test_small_float32_weights_run_on_mkl_and_large_ones_on_onednn():
+    """The kernel follows the weight's size and dtype (SMALL_WEIGHT), and both give F.linear's result."""
+    from compactbert.nn import kernels
+
+    torch.manual_seed(0)
+    for shape, dtype, mkl in (((512, 128), torch.float32, True), ((384, 384), torch.float32, True),
+                              ((512, 512), torch.float32, False), ((768, 3072), torch.float32, False),
+                              ((512, 128), torch.bfloat16, False)):
+        if dtype not in packed_dtypes():
+            continue
+        linear = kernels.Linear(shape[1], shape[0]).to(dtype).eval()
+        x = torch.randn(2, 16, shape[1], dtype=dtype)
+        with torch.inference_mode():
+            out = linear(x)
+        assert [e.mkl for e in cached_products(linear)] == [mkl], (shape, dtype)
+        expected = torch.nn.functional.linear(x.float(), linear.weight.float(), linear.bias.float())
+        assert max_rel_err(expected, out.float()) <= (TOL if dtype == torch.float32 else 1e-2), (shape, dtype)
+
+
 @pytest.mark.parametrize("fused", [None, "gelu", "residual"])
-def test_packed_row_counts_stay_in_the_bucket_set(monkeypatch, fused):
+def test_packed_row_counts_stay_in_the_bucket_set(monkeypatch, kernel, fused):
     """Every oneDNN product runs on a bucket row count (oneDNN keeps memory per shape), whether the
-    rows are padded or split into a bucket and a padded rest, and the result is F.linear's."""
+    rows are padded or split into a bucket and a padded rest, and the result is F.linear's; MKL's
+    products run on the rows as they are."""
     from compactbert.nn import kernels
 
     seen = []
@@ -200,5 +231,8 @@ def test_packed_row_counts_stay_in_the_bucket_set(monkeypatch, fused):
         expected = torch.nn.functional.gelu(expected) if fused == "gelu" else expected
         expected = expected + residual if fused == "residual" else expected
         assert out.shape == (rows, 40) and max_rel_err(expected, out) <= TOL, rows
+    if kernel == "mkl":
+        assert not seen
+        return
     assert all(kernels.bucket_rows(n) == n for n in seen), seen
     assert 2048 in seen  # 2,050 rows: the 2,048 bucket, then 2 rows padded to 8

@@ -26,6 +26,15 @@ def _int8_products(model) -> int:
     return sum(entry.scale is not None for entry in cached_products(model))
 
 
+@pytest.fixture
+def every_product_int8(monkeypatch):
+    """Tiny models' weights are all below SMALL_WEIGHT, which stay float32 on MKL even in int8 mode:
+    run every product in int8, as a real model's large ones do."""
+    from compactbert.nn import kernels
+
+    monkeypatch.setattr(kernels, "SMALL_WEIGHT", 0)
+
+
 @pytest.fixture(params=["x86", "int_mm"])
 def int8_kernel(request, monkeypatch):
     """Both int8 kernels: the x86 quantized engine (where torch has it) and torch._int_mm."""
@@ -41,7 +50,7 @@ def int8_kernel(request, monkeypatch):
 @pytest.mark.parametrize("smoothed", [True, False])
 @pytest.mark.parametrize("fused", [None, "gelu", "relu", "residual"])
 @pytest.mark.parametrize("rows", [5, 1400])  # 1400: past the row-maximum's large-input form
-def test_int8_product_leaves_its_inputs_alone(int8_kernel, smoothed, fused, rows):
+def test_int8_product_leaves_its_inputs_alone(every_product_int8, int8_kernel, smoothed, fused, rows):
     """The int8 product scales, divides and activates in place, but only tensors it made itself,
     unless the caller hands its input over as scratch: then the result is the same."""
     from compactbert.nn import kernels
@@ -90,7 +99,7 @@ def test_in_place_activations_equal_the_plain_ones():
 @pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task", list(HEAD_CLASSES))
-def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, family, task):
+def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, every_product_int8, int8_kernel, family, task):
     if not has_head(family, task):
         pytest.skip("DistilBERT has no such head")
     folder = tiny_checkpoint(family, task)
@@ -115,7 +124,27 @@ def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, int8_kernel, 
             assert max_rel_err(value, other, rows) <= INT8_TOL, name
 
 
-def test_int8_query_and_key_share_one_smoothed_product(tiny_checkpoint):
+@pytest.mark.skipif(torch.float32 not in packed_dtypes(), reason="int8 runs with the oneDNN kernels")
+def test_int8_leaves_small_products_in_float32():
+    """In int8 mode, weights below SMALL_WEIGHT stay float32 on MKL (faster at 16 rows, and exact);
+    larger ones run in int8."""
+    from compactbert.nn import kernels
+
+    torch.manual_seed(0)
+    for (out_features, in_features), int8 in (((512, 128), False), ((384, 384), False), ((512, 512), True),
+                                              ((3072, 768), True)):
+        linear = kernels.Linear(in_features, out_features).eval()
+        kernels.quantize_int8(linear, {})
+        x = torch.randn(16, in_features)
+        with torch.inference_mode():
+            out = linear(x)
+        (entry,) = cached_products(linear)
+        assert (entry.scale is not None, entry.mkl) == (int8, not int8), (out_features, in_features)
+        expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+        assert max_rel_err(expected, out) <= (INT8_TOL if int8 else 1e-5)
+
+
+def test_int8_query_and_key_share_one_smoothed_product(tiny_checkpoint, every_product_int8):
     """In int8, q and k run as one product smoothed by both weights' column ranges (meaning is
     kept: real MiniLM's min cosine 0.99632, separately 0.99631); v stays on its own (with them:
     0.9924)."""
@@ -132,7 +161,7 @@ def test_int8_query_and_key_share_one_smoothed_product(tiny_checkpoint):
         assert _CACHES[attention.v]["weight"].inv_smooth is not None
 
 
-def test_int8_save_reload_and_dequantize(tiny_checkpoint, tmp_path):
+def test_int8_save_reload_and_dequantize(tiny_checkpoint, tmp_path, every_product_int8):
     """A quantized model saves its full float weights and its mode; reloading gives the same model."""
     folder = tiny_checkpoint("bert", "masked_lm")
     fp32 = cb.AutoModelForMaskedLM.from_pretrained(folder)
@@ -157,10 +186,13 @@ def test_int8_save_reload_and_dequantize(tiny_checkpoint, tmp_path):
     assert cb.AutoModelForMaskedLM.from_pretrained(saved, dtype=torch.bfloat16).quantized is None
 
 
-def test_int8_model_trains_on_float_weights(tiny_checkpoint):
+def test_int8_model_trains_on_float_weights(tiny_checkpoint, every_product_int8):
     model = cb.AutoModelForSequenceClassification.from_pretrained(
         tiny_checkpoint("distilbert", "sequence_classification"), quantize="int8")
     ids, mask = padded_batch(99, [9, 5], 0)
+    with torch.no_grad():
+        model(ids, mask)
+    assert _int8_products(model) > 0
     model.train()
     model(ids, mask, labels=torch.tensor([0, 1])).loss.backward()
     assert all(p.grad is not None for p in model.encoder.layers[0].parameters())

@@ -4,7 +4,10 @@ PyTorch's default CPU GEMM (MKL's sgemm, as `F.linear` calls it) reads a row-maj
 call; for a one-sentence product of 16 rows it streams the weight at about half the speed of
 oneDNN's blocked layout (docs/performance.md). So on the CPU, whenever no gradient is needed,
 every linear layer here runs `torch.ops.mkldnn._linear_pointwise` on a packed copy of its weight
-(fp32 stays fp32: same sums, different order, within 1e-5 of `F.linear`).
+(fp32 stays fp32: same sums, different order, within 1e-5 of `F.linear`). Small float32 weights
+(fewer than SMALL_WEIGHT elements: MobileBERT's, MiniLM's 384x384) keep a transposed copy for
+MKL's `addmm` instead: a oneDNN call costs about 20 µs before any arithmetic, which is most of
+a 16-row product that small (see `_pack`).
 
 The packed copy is a cache derived from the parameters, never a parameter: it is built on the first
 gradient-free call, rebuilt whenever a source tensor changes (in-place updates bump its version,
@@ -22,6 +25,7 @@ arithmetic); `packed_linear` can also run an activation or a residual add inside
 
 from __future__ import annotations
 
+import platform
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -32,8 +36,33 @@ from torch import nn
 from .activations import get_activation
 
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-# oneDNN runs bf16 natively only where the CPU has AVX512-BF16 / AMX; elsewhere the plain path is faster.
-_BF16_NATIVE = _MKLDNN and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def bf16_is_native(onednn_bf16: bool, machine: str, flags: set[str]) -> bool:
+    """Whether bf16 products run natively. oneDNN says it supports bf16 on every AVX-512 x86 CPU,
+    but without AVX512-BF16 or AMX it emulates them, slower than float32 (measured on an Intel Xeon
+    with AVX-512 and VNNI: a 16 x 768 by 3,072 x 768 product 1.59 against 0.52 ms). Elsewhere
+    (ARM) oneDNN's own check stands."""
+    if not onednn_bf16:
+        return False
+    if machine.lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    return True
+
+
+# bf16 products run on packed oneDNN weights wherever oneDNN takes bf16, emulated or not (emulated,
+# DistilBERT's 16-token sentence: 36 ms packed, 40 ms on PyTorch's own products, 18 ms in float32);
+# only native bf16 is called fast (`describe`, the benchmark).
+_BF16_ONEDNN = _MKLDNN and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+_BF16_NATIVE = bf16_is_native(_BF16_ONEDNN, platform.machine(), _cpu_flags())
 # Activations oneDNN fuses into the GEMM: name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
                      "gelu_pytorch_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
@@ -43,7 +72,7 @@ def packed_dtypes() -> tuple[torch.dtype, ...]:
     """The dtypes whose inference runs on packed oneDNN weights on this machine."""
     if not _MKLDNN:
         return ()
-    return (torch.float32, torch.bfloat16) if _BF16_NATIVE else (torch.float32,)
+    return (torch.float32, torch.bfloat16) if _BF16_ONEDNN else (torch.float32,)
 
 
 _PACKED = packed_dtypes()
@@ -51,7 +80,7 @@ _PACKED = packed_dtypes()
 
 def describe() -> dict[str, str]:
     """What the inference modes run on here, for `compactbert env` and the benchmark."""
-    fp32 = "oneDNN packed weights" if _MKLDNN else "PyTorch's default GEMM (no oneDNN in this build)"
+    fp32 = "oneDNN packed weights, MKL for small ones" if _MKLDNN else "PyTorch's default GEMM (no oneDNN in this build)"
     bf16 = ("native (AVX512-BF16/AMX): oneDNN packed weights" if _BF16_NATIVE else
             "emulated: no native bf16 on this CPU, slower than float32; not recommended")
     int8 = ("x86 quantized engine (fbgemm u8s8)" if _X86_ENGINE else "torch._int_mm") if _MKLDNN else \
@@ -90,11 +119,13 @@ class _Packed:
     factor applied to activations before they are quantized.
     """
 
-    __slots__ = ("key", "weight", "bias", "scale", "inv_smooth")
+    __slots__ = ("key", "weight", "bias", "scale", "inv_smooth", "mkl")
 
     def __init__(self, key: tuple, weight: torch.Tensor, bias: torch.Tensor | None,
-                 scale: torch.Tensor | None = None, inv_smooth: torch.Tensor | None = None) -> None:
+                 scale: torch.Tensor | None = None, inv_smooth: torch.Tensor | None = None,
+                 mkl: bool = False) -> None:
         self.key, self.weight, self.bias, self.scale, self.inv_smooth = key, weight, bias, scale, inv_smooth
+        self.mkl = mkl  # weight is W^T (in, out), dense, for MKL's addmm; else oneDNN's packed W
 
 
 def _key(tensors: Sequence[torch.Tensor | None]) -> list:
@@ -164,22 +195,70 @@ def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | 
     copying. Call only when `use_packed` holds.
     """
     int8 = owner.__dict__.get("_int8")
-    if int8 is not None:
-        return _int8_linear(owner, name, sources, build, x, int8.get(name), activation, residual, scratch)
+    estimate = None if int8 is None else int8.get(name)
     key = _key(sources)
+    if int8 is not None:
+        key.append(None if estimate is None else estimate.data_ptr())
     cache = _cache(owner)
     entry = cache.get(name)
     if entry is None or entry.key != key:
         with torch.no_grad():
             weight, bias = build()
-            rows = x.shape[0] if x.dim() == 2 else None
-            packed = (torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), rows) if rows
-                      else torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous()))
-            bias = bias.detach().contiguous() if bias is not None else None
-        entry = cache[name] = _Packed(key, packed, bias)
+            weight, bias = weight.detach(), None if bias is None else bias.detach()
+            entry = cache[name] = (_pack_int8(key, weight, bias, estimate) if int8 is not None and not _small(weight)
+                                   else _pack(key, weight, bias, x))
+    if entry.scale is not None:
+        return _run_int8(entry, x, activation, residual, scratch)
+    if entry.mkl:
+        return _run_mkl(entry, x, activation, residual)
     if x.dim() == 2:
         return _run_bucketed(entry, x, activation, residual)
     return _run_packed(entry, x, activation, residual)
+
+
+# Float32 weights with fewer elements than this run on MKL's addmm over a transposed copy, in every
+# mode (int8 too); larger ones on oneDNN's packed copy, or in int8. A oneDNN call costs about 20 µs
+# before any arithmetic (MKL's: 3 µs), and an int8 one several small passes around its GEMM.
+# Measured per shape at 16 rows, 2 threads, cold weights, on an Intel Xeon with AVX-512 and VNNI
+# (docs/performance.md): oneDNN time / addmm time 128x128 2.28, 512x128 1.71, 128x512 1.68, 384x384
+# 1.29; 512x512 0.95, 768x768 0.88, 3072x768 0.70; int8 time / addmm time 512x128 1.8, 384x384 1.5,
+# 512x512 0.74, 1152x384 0.51. At 128 to 4,096 rows oneDNN and addmm stay within about 5% of each other.
+SMALL_WEIGHT = 512 * 512
+
+
+def _small(weight: torch.Tensor) -> bool:
+    return weight.dtype == torch.float32 and weight.numel() < SMALL_WEIGHT
+
+
+def _pack(key: list, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> "_Packed":
+    """The float inference copy of (weight, bias) for inputs like x: W^T for MKL's addmm when the
+    weight is small (`SMALL_WEIGHT`), else oneDNN's packed W (laid out for x's row count when x is 2-D)."""
+    bias = bias.contiguous() if bias is not None else None
+    if _small(weight):
+        return _Packed(key, weight.t().contiguous(), bias, mkl=True)
+    weight = weight.contiguous()
+    rows = x.shape[0] if x.dim() == 2 else None
+    packed = (torch.ops.mkldnn._reorder_linear_weight(weight, rows) if rows
+              else torch.ops.mkldnn._reorder_linear_weight(weight))
+    return _Packed(key, packed, bias)
+
+
+def _run_mkl(entry: "_Packed", x: torch.Tensor, activation: str | None, residual: torch.Tensor | None,
+             ) -> torch.Tensor:
+    """`_run_packed` on a transposed weight: MKL's addmm, then the activation or the residual in
+    place (MKL keeps no memory per shape: no row buckets)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.mm(x2, entry.weight) if entry.bias is None else torch.addmm(entry.bias, x2, entry.weight)
+    return _finish(out.view(*x.shape[:-1], out.shape[-1]), activation, residual)
+
+
+def _finish(out: torch.Tensor, activation: str | None, residual: torch.Tensor | None) -> torch.Tensor:
+    """The residual add, or else the activation, in place on a product's output."""
+    if residual is not None:
+        return out.add_(residual)
+    if activation is not None:
+        return get_activation(activation, in_place=True)(out)
+    return out
 
 
 def _run_bucketed(entry: "_Packed", x: torch.Tensor, activation: str | None, residual: torch.Tensor | None,
@@ -243,14 +322,6 @@ def _run_packed(entry: "_Packed", x: torch.Tensor, activation: str | None, resid
 _X86_ENGINE = torch.backends.quantized.engine in ("x86", "fbgemm")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
 # Without VNNI, fbgemm's u8 x s8 pair sums can saturate 16 bits; 7-bit activations avoid it.
 _REDUCE_RANGE = not ({"avx512_vnni", "avx_vnni"} & _cpu_flags())
 SMOOTHING_ALPHA = 0.5
@@ -308,28 +379,25 @@ def norm_estimate(norm: nn.Module) -> torch.Tensor | None:
     return (3.0 * norm.weight.detach().abs() + bias).float()
 
 
-def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | None],
-                 build: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor,
-                 estimate: torch.Tensor | None, activation: str | None,
-                 residual: torch.Tensor | None, scratch: bool = False) -> torch.Tensor:
-    key = _key(sources) + [None if estimate is None else estimate.data_ptr()]
-    cache = _cache(owner)
-    entry = cache.get(name)
-    if entry is None or entry.key != key:
-        with torch.no_grad():
-            weight, bias = build()
-            weight = weight.detach().float()
-            inv_smooth = None
-            if estimate is not None:
-                smooth = (estimate.clamp_min(1e-5) ** SMOOTHING_ALPHA
-                          / weight.abs().amax(0).clamp_min(1e-5) ** (1 - SMOOTHING_ALPHA))
-                weight = weight * smooth
-                inv_smooth = (1.0 / smooth).contiguous()
-            scale = weight.abs().amax(1).clamp_min(1e-12) / 127.0  # (out,)
-            q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-            bias = bias.detach().float().contiguous() if bias is not None else torch.zeros_like(scale)
-            packed = _x86_prepack(q, scale) if _X86_ENGINE else q.t().contiguous()  # (in, out) for _int_mm
-        entry = cache[name] = _Packed(key, packed, bias, scale, inv_smooth)
+def _pack_int8(key: list, weight: torch.Tensor, bias: torch.Tensor | None, estimate: torch.Tensor | None,
+               ) -> "_Packed":
+    """The int8 inference copy of (weight, bias), smoothed by `estimate` when there is one (see above)."""
+    weight = weight.float()
+    inv_smooth = None
+    if estimate is not None:
+        smooth = (estimate.clamp_min(1e-5) ** SMOOTHING_ALPHA
+                  / weight.abs().amax(0).clamp_min(1e-5) ** (1 - SMOOTHING_ALPHA))
+        weight = weight * smooth
+        inv_smooth = (1.0 / smooth).contiguous()
+    scale = weight.abs().amax(1).clamp_min(1e-12) / 127.0  # (out,)
+    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    bias = bias.float().contiguous() if bias is not None else torch.zeros_like(scale)
+    packed = _x86_prepack(q, scale) if _X86_ENGINE else q.t().contiguous()  # (in, out) for _int_mm
+    return _Packed(key, packed, bias, scale, inv_smooth)
+
+
+def _run_int8(entry: "_Packed", x: torch.Tensor, activation: str | None, residual: torch.Tensor | None,
+              scratch: bool) -> torch.Tensor:
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     # Every step after the first writes into a tensor made here, or into x when the caller gives
@@ -348,12 +416,7 @@ def _int8_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | N
         q = torch.round(x2.div_(step) if owned else x2 / step).to(torch.int8)
         product = torch._int_mm(q, entry.weight).float()
         out = torch.addcmul(entry.bias, product, step * entry.scale, out=product)  # (M, out)
-    out = out.view(*shape[:-1], -1)
-    if residual is not None:
-        return out.add_(residual)
-    if activation is not None:
-        return get_activation(activation, in_place=True)(out)
-    return out
+    return _finish(out.view(*shape[:-1], -1), activation, residual)
 
 
 def _row_absmax(x: torch.Tensor) -> torch.Tensor:
