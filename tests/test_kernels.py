@@ -201,10 +201,10 @@ def test_small_float32_weights_run_on_mkl_and_large_ones_on_onednn():
                               ((512, 128), torch.bfloat16, False)):
         if dtype not in packed_dtypes():
             continue
-        linear = kernels.Linear(shape[1], shape[0]).to(dtype).eval()
+        linear = torch.nn.Linear(shape[1], shape[0]).to(dtype).eval()
         x = torch.randn(2, 16, shape[1], dtype=dtype)
         with torch.inference_mode():
-            out = linear(x)
+            out = kernels.linear(linear, x)
         assert [e.mkl for e in cached_products(linear)] == [mkl], (shape, dtype)
         expected = torch.nn.functional.linear(x.float(), linear.weight.float(), linear.bias.float())
         assert max_rel_err(expected, out.float()) <= (TOL if dtype == torch.float32 else 1e-2), (shape, dtype)
@@ -221,12 +221,12 @@ def test_packed_row_counts_stay_in_the_bucket_set(monkeypatch, kernel, fused):
     run = kernels._run_packed
     monkeypatch.setattr(kernels, "_run_packed", lambda entry, x, *a: seen.append(x.shape[0]) or run(entry, x, *a))
     torch.manual_seed(0)
-    linear = kernels.Linear(24, 40).eval()
+    linear = torch.nn.Linear(24, 40).eval()
     for rows in (5, 64, 65, 70, 100, 127, 1000, 2050, 2300):
         x, residual = torch.randn(rows, 24), torch.randn(rows, 40)
         with torch.inference_mode():
-            out = linear.packed(x, activation="gelu" if fused == "gelu" else None,
-                                residual=residual if fused == "residual" else None)
+            out = kernels.fast_linear(linear, x, activation="gelu" if fused == "gelu" else None,
+                                      residual=residual if fused == "residual" else None)
         expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
         expected = torch.nn.functional.gelu(expected) if fused == "gelu" else expected
         expected = expected + residual if fused == "residual" else expected

@@ -14,7 +14,7 @@ from ..config import BaseConfig
 from ..errors import ConfigError, InputError
 from ..registry import family_of
 from ..nn.heads import ClassificationHead, Pooler
-from ..nn.kernels import Linear
+from ..nn.kernels import linear
 from .modeling import ForMaskedLM, PreTrainedModel
 from .outputs import (
     ClassifierOutput, ModelOutput, PreTrainingOutput, QuestionAnsweringOutput, SentenceOrderPreTrainingOutput,
@@ -30,13 +30,13 @@ class _SentenceModel(PreTrainedModel):
         hidden = config.encoder_spec().hidden_size
         self.sentence_head = config.sentence_head_for(self.task)
         self.pooler = Pooler(hidden, config.pooler) if self.sentence_head == "pooler" else None
-        self.pre_classifier = Linear(hidden, hidden) if self.sentence_head == "pre_classifier" else None
+        self.pre_classifier = nn.Linear(hidden, hidden) if self.sentence_head == "pre_classifier" else None
         self.dropout = nn.Dropout(config.head_dropout(self.task))
 
     def sentence_vectors(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, H) from the last hidden state (B, T, H)."""
         if self.pre_classifier is not None:
-            return self.dropout(F.relu(self.pre_classifier(hidden[:, 0])))
+            return self.dropout(F.relu(linear(self.pre_classifier, hidden[:, 0])))
         if self.pooler is None:
             return self.dropout(hidden[:, 0])
         return self.dropout(self.pooler(hidden))
@@ -53,7 +53,7 @@ class ForSequenceClassification(_SentenceModel):
         if self.sentence_head == "classification_head":
             self.classifier: nn.Module = ClassificationHead(hidden, config.num_labels, self.dropout.p)
         else:
-            self.classifier = Linear(hidden, config.num_labels)
+            self.classifier = nn.Linear(hidden, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -62,7 +62,7 @@ class ForSequenceClassification(_SentenceModel):
                 inputs_embeds: None = None) -> ClassifierOutput:
         run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                            inputs_embeds=inputs_embeds)
-        logits = self.classifier(self.sentence_vectors(run.last_hidden_state))  # (B, L)
+        logits = linear(self.classifier, self.sentence_vectors(run.last_hidden_state))  # (B, L)
         loss = None if labels is None else self._loss(logits, labels)
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
@@ -89,7 +89,7 @@ class ForTokenClassification(PreTrainedModel):
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
         self.dropout = nn.Dropout(config.head_dropout(self.task))
-        self.classifier = Linear(config.encoder_spec().hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.encoder_spec().hidden_size, config.num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -98,7 +98,7 @@ class ForTokenClassification(PreTrainedModel):
                 inputs_embeds: None = None) -> ClassifierOutput:
         run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                            inputs_embeds=inputs_embeds)
-        logits = self.classifier(self.dropout(run.last_hidden_state))  # (B, T, L)
+        logits = linear(self.classifier, self.dropout(run.last_hidden_state))  # (B, T, L)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)
@@ -117,7 +117,7 @@ class ForQuestionAnswering(PreTrainedModel):
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
         self.dropout = nn.Dropout(config.head_dropout(self.task))
-        self.qa_outputs = Linear(config.encoder_spec().hidden_size, 2)
+        self.qa_outputs = nn.Linear(config.encoder_spec().hidden_size, 2)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
@@ -127,7 +127,7 @@ class ForQuestionAnswering(PreTrainedModel):
         run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                            inputs_embeds=inputs_embeds)
         hidden = self.dropout(run.last_hidden_state)
-        logits = self.qa_outputs(hidden)  # (B, T, 2)
+        logits = linear(self.qa_outputs, hidden)  # (B, T, 2)
         if attention_mask is not None:  # an answer never starts or ends in padding
             logits = logits.masked_fill((attention_mask == 0)[..., None], torch.finfo(logits.dtype).min)
         start, end = logits.unbind(dim=-1)  # (B, T) each
@@ -148,7 +148,7 @@ class ForMultipleChoice(_SentenceModel):
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__(config)
-        self.classifier = Linear(config.encoder_spec().hidden_size, 1)
+        self.classifier = nn.Linear(config.encoder_spec().hidden_size, 1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -166,7 +166,7 @@ class ForMultipleChoice(_SentenceModel):
 
         run = self._encode(flat(input_ids), flat(attention_mask), flat(token_type_ids), output_hidden_states,
                            output_attentions, inputs_embeds=inputs_embeds)
-        logits = self.classifier(self.sentence_vectors(run.last_hidden_state)).view(b, c)
+        logits = linear(self.classifier, self.sentence_vectors(run.last_hidden_state)).view(b, c)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
@@ -182,7 +182,7 @@ def _add_next_sentence_head(model: PreTrainedModel) -> None:
     (cls.seq_relationship), ALBERT's sentence-order head (sop_classifier.classifier)."""
     hidden = model.config.encoder_spec().hidden_size
     model.pooler = Pooler(hidden, model.config.pooler)  # type: ignore[arg-type]
-    model.nsp = Linear(hidden, model.config.next_sentence_labels)
+    model.nsp = nn.Linear(hidden, model.config.next_sentence_labels)
 
 
 class ForNextSentencePrediction(PreTrainedModel):
@@ -202,7 +202,7 @@ class ForNextSentencePrediction(PreTrainedModel):
                 inputs_embeds: None = None) -> ClassifierOutput:
         run = self._encode(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                            inputs_embeds=inputs_embeds)
-        logits = self.nsp(self.pooler(run.last_hidden_state))
+        logits = linear(self.nsp, self.pooler(run.last_hidden_state))
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.view(-1))
         return self._output(ClassifierOutput(loss=loss, logits=logits), run, return_dict)
 
@@ -235,7 +235,7 @@ class ForPreTraining(ForMaskedLM):
                            inputs_embeds=inputs_embeds)
         hidden = run.last_hidden_state
         logits = self.mlm(hidden)
-        relationship = self.nsp(self.pooler(hidden))
+        relationship = linear(self.nsp, self.pooler(hidden))
         loss = None
         if labels is not None and pair_label is not None:
             mlm = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1), ignore_index=-100)

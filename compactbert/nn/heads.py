@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import get_activation
-from .kernels import Linear, Products, packed_linear, use_packed
+from .kernels import Products, linear, packed_linear, use_packed
 
 
 class Pooler(Products):
@@ -17,11 +17,11 @@ class Pooler(Products):
         super().__init__()
         if kind not in ("tanh", "first_token"):
             raise ValueError(f"unknown pooler {kind!r}; choose 'tanh' or 'first_token'")
-        self.dense = Linear(hidden_size, hidden_size) if kind == "tanh" else None
+        self.dense = nn.Linear(hidden_size, hidden_size) if kind == "tanh" else None
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         first = hidden[:, 0]  # (B, H)
-        return first if self.dense is None else torch.tanh(self.dense(first))
+        return first if self.dense is None else torch.tanh(linear(self.dense, first))
 
 
 class ClassificationHead(Products):
@@ -29,9 +29,9 @@ class ClassificationHead(Products):
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
         super().__init__()
-        self.dense = Linear(hidden_size, hidden_size)
+        self.dense = nn.Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout)
-        self.out_proj = Linear(hidden_size, num_labels)
+        self.out_proj = nn.Linear(hidden_size, num_labels)
 
     @property
     def out_features(self) -> int:
@@ -39,7 +39,7 @@ class ClassificationHead(Products):
         return self.out_proj.out_features
 
     def forward(self, first: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.dropout(torch.tanh(self.dense(first))))  # (B, L)
+        return linear(self.out_proj, self.dropout(torch.tanh(linear(self.dense, first))))  # (B, L)
 
 
 class MaskedLMHead(Products):
@@ -56,7 +56,7 @@ class MaskedLMHead(Products):
         super().__init__()
         self.embedding_size = embedding_size
         width = embedding_size if to_embedding_width else hidden_size
-        self.transform = Linear(hidden_size, width)
+        self.transform = nn.Linear(hidden_size, width)
         self.act = get_activation(activation)
         self.norm = nn.LayerNorm(width, eps=eps)
         self.decoder = nn.Parameter(torch.empty(vocab_size, embedding_size))
@@ -65,7 +65,7 @@ class MaskedLMHead(Products):
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        t = self.norm(self.act(self.transform(hidden)))  # (..., H)
+        t = self.norm(self.act(linear(self.transform, hidden)))  # (..., H)
         if use_packed(t, self.decoder):
             # Inference: one packed product over [decoder | extra^T] (V, H), the largest matrix of the model.
             sources = (self.decoder, self.extra, self.bias)

@@ -153,28 +153,32 @@ def cached_products(module: nn.Module) -> list[_Packed]:
     return [entry for sub in module.modules() for entry in _CACHES.get(sub, {}).values()]
 
 
-_REPLACEMENTS = [0]  # children of Products modules replaced so far (see plain_cached)
-
-
 class Products(nn.Module):
-    """A module with Linear products among its children.
+    """A module whose children named in PRODUCTS are nn.Linear products.
 
     Replacing a child, as peft does when it wraps a product in a LoRA layer and again when
-    merge_and_unload puts the merged layer back, drops every packed copy; and a Linear inside a
-    wrapper stops using packed copies. Wrappers may change its weight in place through `.data`
-    (peft's merge), which torch's version counter does not see, so a copy could go stale unnoticed.
+    merge_and_unload puts the merged layer back, drops every packed copy: wrappers may change a
+    weight in place through `.data` (peft's merge), which torch's version counter does not see, so
+    a copy could go stale unnoticed. A wrapped nn.Linear is called by its wrapper, as a plain
+    module: it never reaches `linear`.
     """
+
+    PRODUCTS: tuple[str, ...] = ()
 
     def __setattr__(self, name: str, value: Any) -> None:
         replaced = isinstance(value, nn.Module) and self.__dict__.get("_modules", {}).get(name) not in (None, value)
         super().__setattr__(name, value)
         if replaced:
-            _REPLACEMENTS[0] += 1
             _CACHES.clear()
-            wrapped = not isinstance(value, Linear)
-            for sub in value.modules():
-                if isinstance(sub, Linear):
-                    sub.packable = not wrapped
+
+    def plain(self) -> bool:
+        """True when every product is torch's nn.Linear itself, not replaced or wrapped (peft's LoRA
+        layers wrap them and add to their output; quantize_dynamic swaps in its own modules, writing
+        `_modules` directly): only plain products may be fused with others or run on packed copies
+        of their weights, which would leave the wrapper's part out. Read on every call (0.15 µs for
+        four products), so that no replacement goes unseen."""
+        modules = self._modules
+        return all(type(modules[name]) is nn.Linear for name in self.PRODUCTS if modules.get(name) is not None)
 
 
 def release_caches(module: nn.Module) -> None:
@@ -349,22 +353,6 @@ def dequantize_int8(module: nn.Module) -> None:
         sub.__dict__.pop("_int8", None)
 
 
-def plain_cached(owner: nn.Module, products: Callable[[], list[nn.Module]]) -> bool:
-    """`plain(*products())` for `owner`, recomputed only after a product somewhere was replaced
-    (Products counts replacements), so the inference path pays one integer comparison."""
-    cached = owner.__dict__.get("_plain")
-    if cached is None or cached[0] != _REPLACEMENTS[0]:
-        cached = owner.__dict__["_plain"] = (_REPLACEMENTS[0], plain(*products()))
-    return cached[1]
-
-
-def plain(*modules: nn.Module) -> bool:
-    """True when every module is a compactbert Linear itself, not replaced or wrapped (peft's LoRA
-    layers wrap them and add to their output): only plain products may be fused with others or
-    run on packed copies of their weights, which would leave the wrapper's part out."""
-    return all(isinstance(m, Linear) for m in modules)
-
-
 def is_int8(module: nn.Module) -> bool:
     return "_int8" in module.__dict__
 
@@ -450,7 +438,7 @@ def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | Non
     """
     affine = list(affine) if affine is not None else [None] * len(parts)
     sources: list[torch.Tensor | None] = []
-    for part, extra in zip(parts, affine):  # _parameters: see Linear.packed
+    for part, extra in zip(parts, affine):  # _parameters: see fast_linear
         sources += [part._parameters["weight"], part._parameters["bias"]]
         if extra is not None:
             sources += [extra._parameters["weight"], extra._parameters["bias"]]
@@ -469,23 +457,20 @@ def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | Non
     return sources, build
 
 
-class Linear(nn.Linear):
-    """nn.Linear that runs gradient-free CPU calls on a packed copy of its weight (see module doc)."""
+def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """module(x); on the inference copy of its weight when module is a plain torch nn.Linear and
+    `use_packed` holds. compactbert's products are torch's own nn.Linear, so tools that match the
+    exact type see them (torch.ao.quantization.quantize_dynamic, which swaps them for its quantized
+    modules: those are then called as they are)."""
+    if type(module) is nn.Linear and use_packed(x, module._parameters["weight"]):
+        return fast_linear(module, x)
+    return module(x)
 
-    packable = True  # False while another library's module wraps this one (see Products)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packable and use_packed(x, self.weight):
-            return self.packed(x)
-        return F.linear(x, self.weight, self.bias)
-
-    def packed(self, x: torch.Tensor, activation: str | None = None,
-               residual: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
-        """This layer on its packed weight, optionally with a fused activation or residual add
-        (inference only: call when `use_packed` holds; `scratch`: see packed_linear)."""
-        params = self._parameters  # not self.weight: nn.Module.__getattr__ costs 0.6 µs a lookup, this 0.07
-        return packed_linear(self, "weight", (params["weight"], params["bias"]), self._own_weight, x, activation,
-                             residual, scratch)
-
-    def _own_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.weight, self.bias
+def fast_linear(module: nn.Linear, x: torch.Tensor, activation: str | None = None,
+                residual: torch.Tensor | None = None, scratch: bool = False) -> torch.Tensor:
+    """`module` (an nn.Linear) on the inference copy of its weight, optionally with an activation or
+    residual add (call only when `use_packed` holds; `scratch`: see packed_linear)."""
+    params = module._parameters  # not module.weight: nn.Module.__getattr__ costs 0.6 µs a lookup, this 0.07
+    weight, bias = params["weight"], params["bias"]
+    return packed_linear(module, "weight", (weight, bias), lambda: (weight, bias), x, activation, residual, scratch)

@@ -12,7 +12,9 @@ from torch import nn
 
 from .activations import get_activation
 from .spec import EncoderSpec
-from .kernels import FUSED_ACTIVATIONS, Linear, Products, is_int8, packed_linear, plain_cached, stacked, tracing, use_packed
+from .kernels import (
+    FUSED_ACTIVATIONS, Products, fast_linear, is_int8, linear, packed_linear, stacked, tracing, use_packed,
+)
 
 
 class NoNorm(nn.Module):
@@ -31,7 +33,7 @@ def norm_temporary(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """norm(x) for an x that nothing else reads (a product's fresh output, at inference): NoNorm
     then writes into x instead of a new tensor."""
     if isinstance(norm, NoNorm):
-        params = norm._parameters  # not norm.bias: see kernels.Linear.packed
+        params = norm._parameters  # not norm.bias: see kernels.fast_linear
         return torch.addcmul(params["bias"], x, params["weight"], out=x)
     return norm(x)
 
@@ -65,14 +67,14 @@ class Embeddings(Products):
         self.pad_id = spec.pad_token_id if spec.positions_after_padding else None
         self.word = nn.Embedding(spec.vocab_size, spec.embedding_size)
         width_in = spec.embedding_size * (3 if spec.trigram_input else 1)
-        self.transform = Linear(width_in, spec.hidden_size) if spec.embedding_transform else None
+        self.transform = nn.Linear(width_in, spec.hidden_size) if spec.embedding_transform else None
         width = spec.embedding_size if spec.embedding_projection else spec.hidden_size  # of the sum and its norm
         self.position = nn.Embedding(spec.max_positions, width)
         self.token_type = nn.Embedding(spec.type_vocab_size, width) if spec.type_vocab_size else None
         self.norm = make_norm(spec.norm, width, spec.embedding_norm_eps)
         self.dropout = nn.Dropout(spec.hidden_dropout)
         # ALBERT's factorised embeddings: the normalised sum is projected to the layers' width.
-        self.projection = Linear(width, spec.hidden_size) if spec.embedding_projection else None
+        self.projection = nn.Linear(width, spec.hidden_size) if spec.embedding_projection else None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                 attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -84,7 +86,7 @@ class Embeddings(Products):
                 x = x * attention_mask[..., None].to(x.dtype)
             x = torch.cat([F.pad(x[:, 1:], (0, 0, 0, 1)), x, F.pad(x[:, :-1], (0, 0, 1, 0))], dim=-1)  # (B, T, 3E)
         if self.transform is not None:
-            x = self.transform(x)  # (B, T, H)
+            x = linear(self.transform, x)  # (B, T, H)
         if self.pad_id is None:
             positions = self.position.weight[: input_ids.shape[1]]  # (T, H)
         else:  # RoBERTa: the n-th real token sits at pad_id + n, padding at pad_id (as transformers counts)
@@ -97,7 +99,7 @@ class Embeddings(Products):
             # Same summation order as the reference implementations (BERT adds types first).
             x = (x + positions) + types if self.transform is not None else (x + types) + positions
         x = self.dropout(self.norm(x))
-        return x if self.projection is None else self.projection(x)
+        return x if self.projection is None else linear(self.projection, x)
 
 
 class TokenLayout:
@@ -177,14 +179,16 @@ class SelfAttention(Products):
     becomes uniform instead of NaN.
     """
 
+    PRODUCTS = ("q", "k", "v", "out")
+
     def __init__(self, qk_size: int, v_size: int, width: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = width // num_heads
-        self.q = Linear(qk_size, width)
-        self.k = Linear(qk_size, width)
-        self.v = Linear(v_size, width)
-        self.out = Linear(width, width)
+        self.q = nn.Linear(qk_size, width)
+        self.k = nn.Linear(qk_size, width)
+        self.v = nn.Linear(v_size, width)
+        self.out = nn.Linear(width, width)
         self.dropout = dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,8 +197,7 @@ class SelfAttention(Products):
 
     def fast(self, x: torch.Tensor) -> bool:
         """Inference on packed weights applies (see kernels.py): no gradient, and no product wrapped."""
-        return (not self.training and plain_cached(self, lambda: [self.q, self.k, self.v, self.out])
-                and use_packed(x, self.q.weight))
+        return not self.training and self.plain() and use_packed(x, self._modules["q"]._parameters["weight"])
 
     def project(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -208,14 +211,14 @@ class SelfAttention(Products):
             if q_in is k_in:
                 return packed_linear(self, "qkv", *stacked((self.q, self.k, self.v)), q_in).split(self.q.out_features, -1)
             k, v = packed_linear(self, "kv", *stacked((self.k, self.v)), k_in).split(self.k.out_features, -1)
-            return self.q(q_in), k, v
-        return (*self.project_qk(q_in, k_in), self.v(v_in))
+            return linear(self.q, q_in), k, v
+        return (*self.project_qk(q_in, k_in), linear(self.v, v_in))
 
     def project_qk(self, q_in: torch.Tensor, k_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q and k projections; one GEMM at inference when they read the same tensor."""
         if q_in is k_in and self.fast(k_in):
             return packed_linear(self, "qk", *stacked((self.q, self.k)), q_in).split(self.q.out_features, -1)
-        return self.q(q_in), self.k(k_in)
+        return linear(self.q, q_in), linear(self.k, k_in)
 
     def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, layout: TokenLayout,
                 queries_only: bool = False) -> torch.Tensor:
@@ -255,27 +258,29 @@ class SelfAttention(Products):
         else:
             ctx = layout.pack(ctx)
         if residual is not None:
-            return self.out.packed(ctx, residual=residual, scratch=True)  # ctx is ours alone
-        return self.out(ctx)
+            return fast_linear(self.out, ctx, residual=residual, scratch=True)  # ctx is ours alone
+        return linear(self.out, ctx)
 
 
 class Projection(Products):
     """norm(dense(x) [+ residual]): MobileBERT's bottlenecks in and out."""
 
+    PRODUCTS = ("dense",)
+
     def __init__(self, size_in: int, size_out: int, norm: str, eps: float, dropout: float = 0.0) -> None:
         super().__init__()
-        self.dense = Linear(size_in, size_out)
+        self.dense = nn.Linear(size_in, size_out)
         self.norm = make_norm(norm, size_out, eps)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.dropout(self.dense(x))
+        y = self.dropout(linear(self.dense, x))
         return self.norm(y if residual is None else y + residual)
 
     def fast_forward(self, x: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """Inference: the residual add runs inside the packed product (`scratch`: x may be
         overwritten, see kernels.packed_linear)."""
-        return norm_temporary(self.norm, self.dense.packed(x, residual=residual, scratch=scratch))
+        return norm_temporary(self.norm, fast_linear(self.dense, x, residual=residual, scratch=scratch))
 
 
 # Inner FFN activations larger than this many floats are made a chunk of rows at a time. A larger
@@ -288,17 +293,19 @@ FFN_CHUNK_ELEMENTS = 1 << 22
 class FeedForward(Products):
     """norm(fc_out(act(fc_in(x))) + x), post-LN as in every family here."""
 
+    PRODUCTS = ("fc_in", "fc_out")
+
     def __init__(self, size: int, ffn_size: int, activation: str, norm: str, eps: float, dropout: float) -> None:
         super().__init__()
-        self.fc_in = Linear(size, ffn_size)
-        self.fc_out = Linear(ffn_size, size)
+        self.fc_in = nn.Linear(size, ffn_size)
+        self.fc_out = nn.Linear(ffn_size, size)
         self.norm = make_norm(norm, size, eps)
         self.activation = activation
         self.act = get_activation(activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.dropout(self.fc_out(self.act(self.fc_in(x)))) + x)
+        return self.norm(self.dropout(linear(self.fc_out, self.act(linear(self.fc_in, x)))) + x)
 
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Inference: the activation and the residual add run inside the packed products. Many
@@ -311,10 +318,10 @@ class FeedForward(Products):
 
     def _fast_rows(self, x: torch.Tensor) -> torch.Tensor:
         if self.activation in FUSED_ACTIVATIONS:
-            h = self.fc_in.packed(x, activation=self.activation)
+            h = fast_linear(self.fc_in, x, activation=self.activation)
         else:
-            h = self.act(self.fc_in(x))
-        return norm_temporary(self.norm, self.fc_out.packed(h, residual=x, scratch=True))
+            h = self.act(linear(self.fc_in, x))
+        return norm_temporary(self.norm, fast_linear(self.fc_out, h, residual=x, scratch=True))
 
 
 class EncoderLayer(nn.Module):
@@ -348,7 +355,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool = False) -> torch.Tensor:
         """x is packed (N, H) or padded (B, T, H). With `queries_only`, keys and values still read
         every token, but the output covers only the layout's selected queries: (Q, H)."""
-        if self.attention.fast(x) and plain_cached(self, self._products):
+        if self.attention.fast(x) and self._products_plain():
             return self._fast_forward(x, layout, queries_only)
         pick = layout.take_queries if queries_only else (lambda t: t)
         residual = pick(x)
@@ -370,11 +377,12 @@ class EncoderLayer(nn.Module):
             a = self.bottleneck_out(a, residual=pick(x))  # back to hidden_size
         return a
 
-    def _products(self) -> list[nn.Module]:
-        """The linear products outside attention (feed-forward networks, bottlenecks)."""
-        ffns = [*self.stacked_ffns, self.ffn]
-        bottlenecks = [p.dense for p in (self.bottleneck_in, self.bottleneck_qk, self.bottleneck_out) if p is not None]
-        return [f.fc_in for f in ffns] + [f.fc_out for f in ffns] + bottlenecks
+    def _products_plain(self) -> bool:
+        """Every feed-forward network and bottleneck holds plain products (Products.plain)."""
+        modules = self._modules
+        parts = [*modules["stacked_ffns"]._modules.values(), modules["ffn"]]
+        parts += [modules[n] for n in ("bottleneck_in", "bottleneck_qk", "bottleneck_out") if modules.get(n) is not None]
+        return all(isinstance(p, Products) and p.plain() for p in parts)
 
     def _fast_forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool) -> torch.Tensor:
         """`forward` at inference; equal to it within float rounding (tests/test_kernels.py)."""
