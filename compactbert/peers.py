@@ -15,7 +15,11 @@ Meaning, on real weights (examples/data sentences): min and mean cosine of mean-
 of all-MiniLM-L6-v2 against float32; top-1 / top-5 agreement with float32 of a trained masked LM
 (rxnfp's BERT, every 5th SMILES token masked); the accuracy change of a MiniLM classifier
 fine-tuned on the shipped sentiment data. Peers and their packages are optional (the `peers`
-extra); a missing one is skipped with a line.
+extra); a missing one is skipped with a line. The meaning columns add one row that is not a mode:
+"compactbert int8, every product", with the products that int8 mode leaves in float32 (weights
+under `kernels.SMALL_WEIGHT`) in int8 too. rxnfp's model is 256 wide, so int8 mode quantizes none
+of its encoder products and agrees with float32 exactly; this row measures int8 arithmetic on a
+trained masked LM.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 
 from .bench import quiet_loading
+from .nn import kernels
 from .nn.kernels import _BF16_NATIVE
 from .quality import DATA, pooled_embeddings, quality_sentences
 from .training import read_csv_examples
@@ -259,6 +264,31 @@ def _encode(tokenizer: Any, texts: list[str], lengths: list[int]) -> tuple[torch
     return batch["input_ids"], batch["attention_mask"]
 
 
+EVERY_PRODUCT_INT8 = "compactbert int8, every product"
+
+
+def every_product_int8_engine(folder: Path, head: str) -> Engine:
+    """compactbert's int8 mode with small products in int8 too (for the meaning columns only).
+
+    `kernels.SMALL_WEIGHT` is read when a product's inference copy is built, which happens in this
+    engine's calls: it is 0 while they run, and restored after, so other models keep the rule."""
+    import compactbert
+
+    model = getattr(compactbert, HEADS[head][0]).from_pretrained(folder, quantize="int8")
+    attribute = HEADS[head][1]
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        rule = kernels.SMALL_WEIGHT
+        kernels.SMALL_WEIGHT = 0
+        try:
+            with torch.inference_mode():
+                return getattr(model(ids, mask), attribute).float()
+        finally:
+            kernels.SMALL_WEIGHT = rule
+
+    return Engine(EVERY_PRODUCT_INT8, forward)
+
+
 def bench_speed(family: str, workdir: Path, peers: Peers, repeats: int, tiny: bool = False) -> dict[str, Any]:
     from .bench import _alternate
     from .synthetic import build_checkpoint
@@ -356,6 +386,10 @@ def _classifier(minilm: Path, workdir: Path) -> Path:
     return target
 
 
+def _meaning_engines(peers: Peers, folder: Path, head: str, workdir: Path) -> list[Engine]:
+    return all_engines(peers, folder, head, workdir) + [every_product_int8_engine(folder, head)]
+
+
 def bench_meaning(workdir: Path, peers: Peers) -> dict[str, dict[str, float]]:
     from .tokenizer_files import AutoTokenizer
 
@@ -366,7 +400,7 @@ def bench_meaning(workdir: Path, peers: Peers) -> dict[str, dict[str, float]]:
     else:
         tokenizer = AutoTokenizer.from_pretrained(minilm)
         texts = quality_sentences()
-        engines = all_engines(peers, minilm, "base", workdir / "minilm-onnx")
+        engines = _meaning_engines(peers, minilm, "base", workdir / "minilm-onnx")
         reference = pooled_embeddings(_named(engines, "compactbert float32").forward, tokenizer, texts)  # exact
         for engine in engines:
             cosine = torch.nn.functional.cosine_similarity(reference, pooled_embeddings(engine.forward, tokenizer, texts))
@@ -376,7 +410,7 @@ def bench_meaning(workdir: Path, peers: Peers) -> dict[str, dict[str, float]]:
         dev = _sentiment_dev()
         enc = tokenizer([r[0] for r in dev], padding=True, truncation=True, max_length=128, return_tensors="pt")
         labels = torch.tensor([r[1] for r in dev])
-        engines = all_engines(peers, classifier, "sequence_classification", workdir / "classifier-onnx")
+        engines = _meaning_engines(peers, classifier, "sequence_classification", workdir / "classifier-onnx")
         accuracy = {e.name: (e.forward(enc["input_ids"], enc["attention_mask"]).argmax(-1) == labels).float().mean().item()
                     for e in engines}
         base = accuracy["compactbert float32"]
@@ -388,7 +422,7 @@ def bench_meaning(workdir: Path, peers: Peers) -> dict[str, dict[str, float]]:
     else:
         tokenizer = AutoTokenizer.from_pretrained(rxn)
         ids, mask, chosen = _masked_reactions(tokenizer)
-        engines = all_engines(peers, rxn, "masked_lm", workdir / "rxnfp-onnx")
+        engines = _meaning_engines(peers, rxn, "masked_lm", workdir / "rxnfp-onnx")
         top = {e.name: e.forward(ids, mask)[chosen].topk(5, dim=-1).indices for e in engines}
         reference = top["compactbert float32"]
         for name, best in top.items():
