@@ -71,7 +71,8 @@ def test_bf16_packed_kernels_match_plain_bf16(tiny_checkpoint, family):
 def test_bf16_is_called_native_only_with_the_instructions():
     """oneDNN accepts bf16 on any AVX-512 x86 CPU and emulates it there (slower than float32):
     `compactbert env` and the benchmark call it native only with AVX512-BF16 or AMX."""
-    from compactbert.nn.kernels import _cpu_flags, bf16_is_native, describe
+    from compactbert.devices import cpu_flags
+    from compactbert.nn.kernels import bf16_is_native, describe
 
     avx512 = {"avx512f", "avx512bw", "avx512_vnni"}
     assert not bf16_is_native(True, "x86_64", avx512)  # an Intel Xeon with AVX-512 and VNNI only
@@ -80,7 +81,7 @@ def test_bf16_is_called_native_only_with_the_instructions():
     assert not bf16_is_native(False, "x86_64", avx512 | {"avx512_bf16"})
     assert bf16_is_native(True, "aarch64", set())  # oneDNN's own check stands off x86
     if platform.machine().lower() in ("x86_64", "amd64"):
-        native = bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+        native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
         assert describe()["bfloat16"].startswith("native") == (native and torch.bfloat16 in packed_dtypes())
 
 

@@ -23,7 +23,7 @@ INT8_TOL = 2e-2
 
 
 def _int8_products(model) -> int:
-    return sum(entry.scale is not None for entry in cached_products(model))
+    return sum(entry.int8 is not None for entry in cached_products(model))
 
 
 @pytest.fixture
@@ -38,11 +38,11 @@ def every_product_int8(monkeypatch):
 @pytest.fixture(params=["x86", "int_mm"])
 def int8_kernel(request, monkeypatch):
     """Both int8 kernels: the x86 quantized engine (where torch has it) and torch._int_mm."""
-    from compactbert.nn import kernels
+    from compactbert.nn import int8
 
     if request.param == "x86" and torch.backends.quantized.engine not in ("x86", "fbgemm"):
         pytest.skip("no x86 quantized engine in this torch build")
-    monkeypatch.setattr(kernels, "_X86_ENGINE", request.param == "x86")
+    monkeypatch.setattr(int8, "_X86_ENGINE", request.param == "x86")
     return request.param
 
 
@@ -76,14 +76,14 @@ def test_int8_product_leaves_its_inputs_alone(every_product_int8, int8_kernel, s
 
 def test_row_absmax_both_forms():
     """Each row's largest |value|, whether written with abs() (small inputs) or from amax/amin."""
-    from compactbert.nn.kernels import _ABSMAX_SPLIT, _row_absmax
+    from compactbert.nn.int8 import ABSMAX_SPLIT, row_absmax
 
     torch.manual_seed(0)
-    for rows in (3, _ABSMAX_SPLIT // 64 + 1):
+    for rows in (3, ABSMAX_SPLIT // 64 + 1):
         x = torch.randn(rows, 64)
         x[0] = -x[0].abs()  # a row whose largest |value| is negative
         x[1] = x[1].abs()
-        assert torch.equal(_row_absmax(x), x.abs().amax(1, keepdim=True)), rows
+        assert torch.equal(row_absmax(x), x.abs().amax(1, keepdim=True)), rows
 
 
 def test_in_place_activations_equal_the_plain_ones():
@@ -115,7 +115,7 @@ def test_int8_every_family_and_head_close_to_fp32(tiny_checkpoint, every_product
     layers = len(int8.encoder.layers)
     assert _int8_products(int8) >= 5 * layers  # q and k (one product), v, out, fc_in, fc_out of every layer
     for head in (m for m in int8.modules() if isinstance(m, MaskedLMHead)):
-        assert _CACHES[head]["vocabulary"].scale is not None  # the vocabulary projection runs in int8 too
+        assert _CACHES[head]["vocabulary"].int8 is not None  # the vocabulary projection runs in int8 too
     keep = mask if task != "multiple_choice" else None
     for name, value in vars(a).items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
@@ -140,7 +140,7 @@ def test_int8_leaves_small_products_in_float32():
         with torch.inference_mode():
             out = kernels.linear(linear, x)
         (entry,) = cached_products(linear)
-        assert (entry.scale is not None, entry.mkl) == (int8, not int8), (out_features, in_features)
+        assert (entry.int8 is not None, entry.mkl) == (int8, not int8), (out_features, in_features)
         expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
         assert max_rel_err(expected, out) <= (INT8_TOL if int8 else 1e-5)
 
@@ -156,10 +156,10 @@ def test_int8_query_and_key_share_one_smoothed_product(tiny_checkpoint, every_pr
     for layer in model.encoder.layers:
         attention = layer.attention
         qk = _CACHES[attention]["qk"]
-        assert qk.scale is not None and qk.inv_smooth is not None
-        assert qk.scale.numel() == attention.q.out_features + attention.k.out_features
+        assert qk.int8 is not None and qk.int8.inv_smooth is not None
+        assert qk.int8.scale.numel() == attention.q.out_features + attention.k.out_features
         assert attention.q not in _CACHES and attention.k not in _CACHES
-        assert _CACHES[attention.v]["weight"].inv_smooth is not None
+        assert _CACHES[attention.v]["weight"].int8.inv_smooth is not None
 
 
 def test_int8_save_reload_and_dequantize(tiny_checkpoint, tmp_path, every_product_int8):

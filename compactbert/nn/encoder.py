@@ -9,7 +9,8 @@ from torch import nn
 
 from .spec import EncoderSpec
 from ..errors import ConfigError, InputError
-from .kernels import norm_estimate, tracing
+from .int8 import norm_estimate
+from .kernels import tracing
 from .layers import Embeddings, EncoderLayer, NoNorm, TokenLayout, sinusoidal_table
 
 

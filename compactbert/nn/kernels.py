@@ -33,17 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import cpu_flags
+from . import int8
 from .activations import get_activation
 
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
 
 
 def bf16_is_native(onednn_bf16: bool, machine: str, flags: set[str]) -> bool:
@@ -62,7 +56,7 @@ def bf16_is_native(onednn_bf16: bool, machine: str, flags: set[str]) -> bool:
 # DistilBERT's 16-token sentence: 36 ms packed, 40 ms on PyTorch's own products, 18 ms in float32);
 # only native bf16 is called fast (`describe`, the benchmark).
 _BF16_ONEDNN = _MKLDNN and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-_BF16_NATIVE = bf16_is_native(_BF16_ONEDNN, platform.machine(), _cpu_flags())
+_BF16_NATIVE = bf16_is_native(_BF16_ONEDNN, platform.machine(), cpu_flags())
 # Activations oneDNN fuses into the GEMM: name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
                      "gelu_pytorch_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
@@ -83,9 +77,8 @@ def describe() -> dict[str, str]:
     fp32 = "oneDNN packed weights, MKL for small ones" if _MKLDNN else "PyTorch's default GEMM (no oneDNN in this build)"
     bf16 = ("native (AVX512-BF16/AMX): oneDNN packed weights" if _BF16_NATIVE else
             "emulated: no native bf16 on this CPU, slower than float32; not recommended")
-    int8 = ("x86 quantized engine (fbgemm u8s8)" if _X86_ENGINE else "torch._int_mm") if _MKLDNN else \
-        "unavailable (float32 runs instead)"
-    return {"float32": fp32, "bfloat16": bf16, "int8": int8}
+    quantized = int8.kernel_name() if _MKLDNN else "unavailable (float32 runs instead)"
+    return {"float32": fp32, "bfloat16": bf16, "int8": quantized}
 
 
 def tracing() -> bool:
@@ -112,20 +105,14 @@ def use_packed(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 class _Packed:
-    """A packed weight (and its bias) derived from source tensors, with the key it was built from.
+    """An inference copy of a weight (and its bias) derived from source tensors, with the key it was
+    built from: oneDNN's packed W, W^T (in, out) for MKL's addmm (`mkl`), or an int8 copy (`int8`)."""
 
-    For int8, `weight` is the x86 engine's packed int8 weight (or the (in, out) int8 matrix for
-    torch._int_mm), `scale` its per-output-channel scale and `inv_smooth` the per-input-channel
-    factor applied to activations before they are quantized.
-    """
+    __slots__ = ("key", "weight", "bias", "mkl", "int8")
 
-    __slots__ = ("key", "weight", "bias", "scale", "inv_smooth", "mkl")
-
-    def __init__(self, key: tuple, weight: torch.Tensor, bias: torch.Tensor | None,
-                 scale: torch.Tensor | None = None, inv_smooth: torch.Tensor | None = None,
-                 mkl: bool = False) -> None:
-        self.key, self.weight, self.bias, self.scale, self.inv_smooth = key, weight, bias, scale, inv_smooth
-        self.mkl = mkl  # weight is W^T (in, out), dense, for MKL's addmm; else oneDNN's packed W
+    def __init__(self, key: tuple, weight: torch.Tensor | None, bias: torch.Tensor | None, mkl: bool = False,
+                 quantized: int8.Int8Weight | None = None) -> None:
+        self.key, self.weight, self.bias, self.mkl, self.int8 = key, weight, bias, mkl, quantized
 
 
 def _key(tensors: Sequence[torch.Tensor | None]) -> list:
@@ -216,10 +203,10 @@ def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | 
     that x is a temporary nobody reads afterwards, which the int8 product may overwrite instead of
     copying. Call only when `use_packed` holds.
     """
-    int8 = owner.__dict__.get("_int8")
-    estimate = None if int8 is None else int8.get(name)
+    estimates = owner.__dict__.get("_int8")
+    estimate = None if estimates is None else estimates.get(name)
     key = _key(sources)
-    if int8 is not None:
+    if estimates is not None:
         key.append(None if estimate is None else estimate.data_ptr())
     cache = _cache(owner)
     entry = cache.get(name)
@@ -227,10 +214,10 @@ def packed_linear(owner: nn.Module, name: str, sources: Sequence[torch.Tensor | 
         with torch.no_grad():
             weight, bias = build()
             weight, bias = weight.detach(), None if bias is None else bias.detach()
-            entry = cache[name] = (_pack_int8(key, weight, bias, estimate) if int8 is not None and not _small(weight)
-                                   else _pack(key, weight, bias, x))
-    if entry.scale is not None:
-        return _run_int8(entry, x, activation, residual, scratch)
+            entry = cache[name] = (_Packed(key, None, None, quantized=int8.pack(weight, bias, estimate))
+                                   if estimates is not None and not _small(weight) else _pack(key, weight, bias, x))
+    if entry.int8 is not None:
+        return _finish(int8.run(entry.int8, x, scratch), activation, residual)
     if entry.mkl:
         return _run_mkl(entry, x, activation, residual)
     if x.dim() == 2:
@@ -329,30 +316,14 @@ def _run_packed(entry: "_Packed", x: torch.Tensor, activation: str | None, resid
 
 
 # ----------------------------------------------------------------------------------------- int8
-# Weights: int8 with one scale per output channel. Activations: int8 with one scale per token,
-# computed on the fly, after dividing each input channel by a smoothing factor that moves
-# activation outliers into the weights (SmoothQuant, Xiao et al. 2023): s_j = a_j^0.5 / w_j^0.5,
-# where w_j is the largest |weight| of input channel j and a_j a data-free estimate of the largest
-# |activation| of channel j, taken from the norm that produced the input (3 |gamma_j| + |beta_j|).
-# x W^T == (x / s) (W s)^T exactly; only the rounding changes.
-#
-# Kernel, by measurement (docs/performance.md): PyTorch's x86 quantized engine (fbgemm's u8s8
-# GEMM on prepacked weights), 1.5-1.8x faster than torch._int_mm at 16 rows. Its activation
-# quantization is per tensor, so each token is first divided by its own largest |value|: then one
-# scale for the tensor is one scale per token, and the token's factor is multiplied back after the
-# product. Without the x86 engine, torch._int_mm (int8 x int8 -> int32) runs the same arithmetic.
-_X86_ENGINE = torch.backends.quantized.engine in ("x86", "fbgemm")
-
-
-# Without VNNI, fbgemm's u8 x s8 pair sums can saturate 16 bits; 7-bit activations avoid it.
-_REDUCE_RANGE = not ({"avx512_vnni", "avx_vnni"} & _cpu_flags())
-SMOOTHING_ALPHA = 0.5
+# The arithmetic is in int8.py; here, which modules run it (the mode is a mark on each module,
+# read by packed_linear: products under SMALL_WEIGHT stay float32).
 
 
 def quantize_int8(module: nn.Module, estimates: dict[nn.Module, dict[str, torch.Tensor]],
                   recurse: bool = True) -> None:
     """Make every product under `module` (only its own, without `recurse`) run in int8 at
-    inference (see above).
+    inference (int8.py).
 
     estimates[owner][name] is the activation estimate of one product's input; products without an
     estimate are quantized without smoothing. The float weights stay the model's parameters: the
@@ -373,78 +344,6 @@ def dequantize_int8(module: nn.Module) -> None:
 
 def is_int8(module: nn.Module) -> bool:
     return "_int8" in module.__dict__
-
-
-def norm_estimate(norm: nn.Module) -> torch.Tensor | None:
-    """Largest |output| per channel a LayerNorm is expected to produce: 3 |gamma| + |beta|
-    (data-free: normalised values rarely pass 3). None for anything else (NoNorm does not bound
-    its output)."""
-    if not isinstance(norm, nn.LayerNorm) or norm.weight is None:
-        return None
-    bias = norm.bias.detach().abs() if norm.bias is not None else 0.0
-    return (3.0 * norm.weight.detach().abs() + bias).float()
-
-
-def _pack_int8(key: list, weight: torch.Tensor, bias: torch.Tensor | None, estimate: torch.Tensor | None,
-               ) -> "_Packed":
-    """The int8 inference copy of (weight, bias), smoothed by `estimate` when there is one (see above)."""
-    weight = weight.float()
-    inv_smooth = None
-    if estimate is not None:
-        smooth = (estimate.clamp_min(1e-5) ** SMOOTHING_ALPHA
-                  / weight.abs().amax(0).clamp_min(1e-5) ** (1 - SMOOTHING_ALPHA))
-        weight = weight * smooth
-        inv_smooth = (1.0 / smooth).contiguous()
-    scale = weight.abs().amax(1).clamp_min(1e-12) / 127.0  # (out,)
-    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    bias = bias.float().contiguous() if bias is not None else torch.zeros_like(scale)
-    packed = _x86_prepack(q, scale) if _X86_ENGINE else q.t().contiguous()  # (in, out) for _int_mm
-    return _Packed(key, packed, bias, scale, inv_smooth)
-
-
-def _run_int8(entry: "_Packed", x: torch.Tensor, activation: str | None, residual: torch.Tensor | None,
-              scratch: bool) -> torch.Tensor:
-    shape = x.shape
-    x2 = x.reshape(-1, shape[-1])
-    # Every step after the first writes into a tensor made here, or into x when the caller gives
-    # it as `scratch`: at large batches a fresh tensor costs several times the arithmetic, because
-    # its pages are new (a 4,800 x 3,072 float32 division: 19.5 ms into a new tensor, 1.8 ms in place).
-    owned = scratch or entry.inv_smooth is not None
-    if entry.inv_smooth is not None:
-        x2 = x2.mul_(entry.inv_smooth) if scratch else x2 * entry.inv_smooth
-    step = _row_absmax(x2).clamp_min_(1e-12)  # (M, 1): each token's largest |value|
-    if _X86_ENGINE:
-        unit = x2.div_(step) if owned else x2 / step
-        product = torch.ops.quantized.linear_dynamic(unit, entry.weight, _REDUCE_RANGE)
-        out = torch.addcmul(entry.bias, product, step, out=product)
-    else:
-        step = step.div_(127.0)
-        q = torch.round(x2.div_(step) if owned else x2 / step).to(torch.int8)
-        product = torch._int_mm(q, entry.weight).float()
-        out = torch.addcmul(entry.bias, product, step * entry.scale, out=product)  # (M, out)
-    return _finish(out.view(*shape[:-1], -1), activation, residual)
-
-
-def _row_absmax(x: torch.Tensor) -> torch.Tensor:
-    """max |x| of each row, (M, 1). Large inputs take max(amax, -amin), which writes no |x| tensor:
-    4,800 x 3,072 floats in 2.5 ms instead of 21 ms; small ones (16 rows) abs() first, 2 µs faster."""
-    if x.numel() < _ABSMAX_SPLIT:
-        return x.abs().amax(1, keepdim=True)
-    return x.amax(1, keepdim=True).clamp_min_(x.amin(1, keepdim=True).neg_())
-
-
-_ABSMAX_SPLIT = 1 << 16
-
-
-def _x86_prepack(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The x86 engine's packed form of int8 weights q (out, in) with per-channel `scale`."""
-    import warnings
-
-    with warnings.catch_warnings():  # torch marks quantized tensors deprecated; the engine still runs them
-        warnings.simplefilter("ignore")
-        zero = torch.zeros(q.shape[0], dtype=torch.long)
-        weight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
-        return torch.ops.quantized.linear_prepack(weight, None)
 
 
 def stacked(parts: Sequence[nn.Linear], affine: Sequence[nn.Module | None] | None = None,
