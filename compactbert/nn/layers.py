@@ -218,7 +218,9 @@ class SelfAttention(Products):
     def project_qk(self, q_in: torch.Tensor, k_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q and k projections; one GEMM at inference when they read the same tensor."""
         if q_in is k_in and self.fast(k_in):
-            return packed_linear(self, "qk", *stacked((self.q, self.k)), q_in).split(self.q.out_features, -1)
+            modules = self._modules  # see FeedForward._fast_rows
+            q = modules["q"]
+            return packed_linear(self, "qk", *stacked((q, modules["k"])), q_in).split(q.out_features, -1)
         return linear(self.q, q_in), linear(self.k, k_in)
 
     def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor, layout: TokenLayout,
@@ -259,7 +261,7 @@ class SelfAttention(Products):
         else:
             ctx = layout.pack(ctx)
         if residual is not None:
-            return fast_linear(self.out, ctx, residual=residual, scratch=True)  # ctx is ours alone
+            return fast_linear(self._modules["out"], ctx, residual=residual, scratch=True)  # ctx is ours alone
         return linear(self.out, ctx)
 
 
@@ -281,7 +283,8 @@ class Projection(Products):
     def fast_forward(self, x: torch.Tensor, residual: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         """Inference: the residual add runs inside the packed product (`scratch`: x may be
         overwritten, see kernels.packed_linear)."""
-        return norm_temporary(self.norm, fast_linear(self.dense, x, residual=residual, scratch=scratch))
+        modules = self._modules  # see FeedForward._fast_rows
+        return norm_temporary(modules["norm"], fast_linear(modules["dense"], x, residual=residual, scratch=scratch))
 
 
 # Inner FFN activations larger than this many floats are made a chunk of rows at a time. A larger
@@ -318,11 +321,12 @@ class FeedForward(Products):
         return self._fast_rows(x)
 
     def _fast_rows(self, x: torch.Tensor) -> torch.Tensor:
+        modules = self._modules  # not self.fc_in: nn.Module.__getattr__ costs 0.6 µs a lookup (see kernels.fast_linear)
         if self.activation in FUSED_ACTIVATIONS:
-            h = fast_linear(self.fc_in, x, activation=self.activation)
+            h = fast_linear(modules["fc_in"], x, activation=self.activation)
         else:
-            h = self.act(linear(self.fc_in, x))
-        return norm_temporary(self.norm, fast_linear(self.fc_out, h, residual=x, scratch=True))
+            h = self.act(linear(modules["fc_in"], x))
+        return norm_temporary(modules["norm"], fast_linear(modules["fc_out"], h, residual=x, scratch=True))
 
 
 class EncoderLayer(nn.Module):
@@ -392,28 +396,30 @@ class EncoderLayer(nn.Module):
     def _fast_forward(self, x: torch.Tensor, layout: TokenLayout, queries_only: bool) -> torch.Tensor:
         """`forward` at inference; equal to it within float rounding (tests/test_kernels.py)."""
         pick = layout.take_queries if queries_only else (lambda t: t)
-        attention = self.attention
-        if self.bottleneck_in is not None and not self.bottleneck_attention:
+        modules = self._modules  # see FeedForward._fast_rows
+        attention, bottleneck_in, bottleneck_qk = modules["attention"], modules.get("bottleneck_in"), modules.get("bottleneck_qk")
+        if bottleneck_in is not None and not self.bottleneck_attention:
             # Every product that reads x at once: input bottleneck, q/k bottleneck, value.
-            parts = [self.bottleneck_in, self.bottleneck_qk] if self.bottleneck_qk is not None else [self.bottleneck_in]
+            parts = [bottleneck_in, bottleneck_qk] if bottleneck_qk is not None else [bottleneck_in]
             folded = [p.norm if isinstance(p.norm, NoNorm) else None for p in parts]
-            out = packed_linear(self, "x_products", *stacked([p.dense for p in parts] + [attention.v], folded + [None]), x)
-            pieces = list(out.split([p.dense.out_features for p in parts] + [attention.v.out_features], -1))
+            value = attention._modules["v"]
+            out = packed_linear(self, "x_products", *stacked([p.dense for p in parts] + [value], folded + [None]), x)
+            pieces = list(out.split([p.dense.out_features for p in parts] + [value.out_features], -1))
             for i, (part, fold) in enumerate(zip(parts, folded)):
                 if fold is None:
                     pieces[i] = part.norm(pieces[i])
             v = pieces[-1]
             residual = pick(pieces[0])
-            qk_in = pieces[1] if self.bottleneck_qk is not None else x
+            qk_in = pieces[1] if bottleneck_qk is not None else x
             q, k = attention.project_qk(pick(qk_in), qk_in)
         else:
-            kv_in = self.bottleneck_in(x) if self.bottleneck_in is not None else x
+            kv_in = bottleneck_in(x) if bottleneck_in is not None else x
             residual = pick(kv_in)
             q, k, v = attention.project(pick(kv_in) if queries_only else kv_in, kv_in, kv_in)
-        a = norm_temporary(self.attention_norm, attention.attend(q, k, v, layout, queries_only, residual=residual))
-        for ffn in self.stacked_ffns:
+        a = norm_temporary(modules["attention_norm"], attention.attend(q, k, v, layout, queries_only, residual=residual))
+        for ffn in modules["stacked_ffns"]._modules.values():
             a = ffn.fast_forward(a)
-        a = self.ffn.fast_forward(a)
-        if self.bottleneck_out is not None:
-            a = self.bottleneck_out.fast_forward(a, pick(x), scratch=True)  # a is read by nothing else
+        a = modules["ffn"].fast_forward(a)
+        if modules.get("bottleneck_out") is not None:
+            a = modules["bottleneck_out"].fast_forward(a, pick(x), scratch=True)  # a is read by nothing else
         return a
