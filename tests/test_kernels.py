@@ -68,12 +68,30 @@ def test_fast_path_equals_plain_path(tmp_path, config, chunk, monkeypatch, kerne
     positions = torch.zeros_like(mask, dtype=torch.bool)
     positions[0, [0, 5, 12]] = True
     positions[2, 3] = True
-    for kwargs in ({"attention_mask": mask}, {}, {"attention_mask": mask, "positions": positions}):
+    full = torch.ones_like(mask)
+    for kwargs in ({"attention_mask": mask}, {}, {"attention_mask": mask, "positions": positions},
+                   {"attention_mask": full}, {"attention_mask": full, "positions": positions}):
         with torch.inference_mode():
             fast = _outputs(model(ids, **kwargs))
         assert _kernels_ran(model)
         assert {e.mkl for e in cached_products(model)} == {kernel == "mkl"}
         _assert_close(fast, _outputs(_plain(model, ids, **kwargs)), mask)
+
+
+@pytest.mark.parametrize("config", CONFIGS[::3] + [TINY["mobilebert"]()], ids=lambda c: f"{c.model_type}")
+def test_mask_without_padding_equals_no_mask(tmp_path, config):
+    """An attention mask of ones runs the packed path (every token kept): every output, hidden
+    states and attentions included, equals the call without a mask (the padded path) at 1e-5."""
+    model = cb.AutoModelForMaskedLM.from_pretrained(save_oracle(oracle_model(config), tmp_path / "m"))
+    ids = torch.randint(5, config.vocab_size, (3, 11))
+    full = torch.ones_like(ids)
+    with torch.inference_mode():
+        packed = model(ids, attention_mask=full, output_hidden_states=True, output_attentions=True)
+        padded = model(ids, output_hidden_states=True, output_attentions=True)
+    _assert_close(_outputs(packed), _outputs(padded))
+    for name in ("hidden_states", "attentions"):
+        pairs = list(zip(getattr(packed, name), getattr(padded, name), strict=True))
+        assert pairs and all(max_rel_err(b, a) <= TOL for a, b in pairs), name
 
 
 @pytest.mark.parametrize("family,config", [(f, TINY[f]()) for f in FAMILIES])
