@@ -41,7 +41,6 @@ import torch
 
 from .bench import quiet_loading
 from .nn import kernels
-from .nn.kernels import _BF16_NATIVE
 from .quality import DATA, pooled_embeddings, quality_sentences
 from .training import read_csv_examples
 
@@ -134,7 +133,7 @@ def compactbert_engines(folder: Path, head: str) -> list[Engine]:
         if head == "masked_lm":
             pipe = pipelines.pipeline("fill-mask", model=model, tokenizer=str(folder), batch_size=32)
             fill = lambda texts, pipe=pipe: pipe(texts, top_k=5)  # noqa: E731
-        note = "" if label != "bfloat16" or _BF16_NATIVE else "no native bf16 on this CPU"
+        note = "" if label != "bfloat16" or kernels._BF16_NATIVE else "no native bf16 on this CPU"
         engines.append(Engine(f"compactbert {label}", forward, fill, note))
     return engines
 
